@@ -1,0 +1,46 @@
+import { z } from 'zod';
+import type { Env } from './env';
+
+/** The edge's configuration, parsed once from wrangler vars with a clear message on a bad value. */
+export interface EdgeConfig {
+  originUrl: string;
+  draftModel: string;
+  modelId: string;
+  draftLength: number;
+  verifyMethod: 'token' | 'block';
+  draftQEntries: number;
+  originTimeoutMs: number;
+}
+
+const intVar = (min: number, max: number, fallback: number) =>
+  z.coerce.number().int().min(min).max(max).optional().transform((v) => v ?? fallback);
+
+const configSchema = z.object({
+  ORIGIN_URL: z.url({ message: 'ORIGIN_URL must be the origin verifier base URL, e.g. http://127.0.0.1:8788' }),
+  DRAFT_MODEL: z.string().min(1, 'DRAFT_MODEL must name the draft model folder in the MODELS bucket'),
+  MODEL_ID: z.string().min(1).default('edgespec'),
+  DRAFT_LENGTH: intVar(0, 16, 4),
+  VERIFY_METHOD: z.enum(['token', 'block']).default('token'),
+  DRAFT_Q_ENTRIES: intVar(1, 256, 32),
+  ORIGIN_TIMEOUT_MS: intVar(100, 600_000, 30_000),
+});
+
+let cached: { env: Env; config: EdgeConfig } | null = null;
+
+export function edgeConfig(env: Env): EdgeConfig {
+  if (cached?.env === env) return cached.config;
+  const parsed = configSchema.safeParse({ ...env, MODELS: undefined });
+  if (!parsed.success) throw new Error(`edgespec configuration (wrangler.toml [vars]): ${z.prettifyError(parsed.error)}`);
+  const v = parsed.data;
+  const config: EdgeConfig = {
+    originUrl: v.ORIGIN_URL.replace(/\/+$/, ''),
+    draftModel: v.DRAFT_MODEL.replace(/\/+$/, ''),
+    modelId: v.MODEL_ID,
+    draftLength: v.DRAFT_LENGTH,
+    verifyMethod: v.VERIFY_METHOD,
+    draftQEntries: v.DRAFT_Q_ENTRIES,
+    originTimeoutMs: v.ORIGIN_TIMEOUT_MS,
+  };
+  cached = { env, config };
+  return config;
+}

@@ -1,0 +1,21 @@
+/** Bindings and vars of the edge Worker, as declared in wrangler.toml. */
+export interface Env {
+  /** R2 bucket holding model folders (config.json, tokenizer.json, onnx/...). */
+  MODELS: R2Bucket;
+  /** Base URL of the origin verifier. */
+  ORIGIN_URL: string;
+  /** R2 prefix of the draft model folder. */
+  DRAFT_MODEL: string;
+  /** Model id served on /v1/models and accepted in requests. */
+  MODEL_ID: string;
+  /** Drafted tokens per verify round (k). */
+  DRAFT_LENGTH?: string;
+  /** Verification rule at the origin: "token" or "block". */
+  VERIFY_METHOD?: string;
+  /** Entries of the draft's sparse proposal q sent per sampled token. */
+  DRAFT_Q_ENTRIES?: string;
+  /** Milliseconds before an origin call is abandoned. */
+  ORIGIN_TIMEOUT_MS?: string;
+  /** "on" mounts /internal/bench/* (benchmarks only). */
+  BENCH_ROUTES?: string;
+}

@@ -1,0 +1,47 @@
+import { z } from 'zod';
+
+/**
+ * POST /v1/completions body: OpenAI's fields, plus vLLM's `top_k` and an
+ * edgespec `speculation` object. Fields OpenAI defines but edgespec does not
+ * implement are accepted only at their neutral value, so a client never gets
+ * silently different behaviour.
+ */
+export const completionRequestSchema = z.strictObject({
+  model: z.string().min(1).optional(),
+  prompt: z.union([
+    z.string().min(1, 'prompt must not be empty'),
+    z.array(z.number().int().nonnegative()).min(1, 'prompt token list must not be empty'),
+    z.array(z.string()).length(1, 'one prompt per request: batches of prompts are not supported').transform((p) => p[0]),
+    z.array(z.array(z.number().int().nonnegative()).min(1)).length(1, 'one prompt per request: batches of prompts are not supported').transform((p) => p[0]),
+  ]),
+  max_tokens: z.number().int().min(1).max(4096).nullish().transform((v) => v ?? 16),
+  temperature: z.number().min(0).max(2).nullish().transform((v) => v ?? 1),
+  top_p: z.number().gt(0).max(1).nullish().transform((v) => v ?? 1),
+  top_k: z.number().int().min(-1).nullish().transform((v) => (v == null || v === -1 ? 0 : v)),
+  seed: z.number().int().min(0).max(2 ** 32 - 1).nullish(),
+  stop: z
+    .union([z.string().min(1), z.array(z.string().min(1)).max(4)])
+    .nullish()
+    .transform((v) => (v == null ? [] : typeof v === 'string' ? [v] : v)),
+  stream: z.boolean().nullish().transform((v) => v ?? false),
+  stream_options: z.object({ include_usage: z.boolean().optional() }).nullish(),
+  n: z.literal(1, 'n must be 1: edgespec returns one choice').nullish(),
+  best_of: z.literal(1, 'best_of must be 1').nullish(),
+  echo: z.literal(false, 'echo is not supported').nullish(),
+  logprobs: z.literal(0, 'logprobs is not supported').nullish(),
+  frequency_penalty: z.literal(0, 'frequency_penalty is not supported').nullish(),
+  presence_penalty: z.literal(0, 'presence_penalty is not supported').nullish(),
+  suffix: z.null('suffix is not supported').optional(),
+  user: z.string().optional(),
+  /** vLLM's extension: also return the prompt's and the completion's token ids. */
+  return_token_ids: z.boolean().optional(),
+  speculation: z
+    .strictObject({
+      /** Draft tokens per round; 0 turns speculation off (origin-only decoding). */
+      draft_length: z.number().int().min(0).max(16).optional(),
+      method: z.enum(['token', 'block']).optional(),
+    })
+    .optional(),
+});
+
+export type CompletionRequest = z.infer<typeof completionRequestSchema>;

@@ -1,0 +1,70 @@
+import type { CausalLM, KvCache } from '../../shared/model';
+import { truncateKvCache } from '../../shared/model';
+import { argmax, isGreedy, roundRng, processLogits, sampleFrom, truncateToSparse, type DraftToken } from '../../shared/sampling';
+import type { WireSampling } from '../../shared/protocol';
+import type { Proposer } from './types';
+
+/**
+ * Drafts with a small causal LM. Greedy requests get deterministic proposals
+ * (the draft's argmax; only ids cross the wire). Sampled requests draw from
+ * the draft's processed distribution cut to its `qEntries` most likely tokens
+ * and renormalised, so q is exactly the short list that is sent (DESIGN: q on the wire).
+ *
+ * The KV cache persists across rounds: after verification only the tokens the
+ * draft has not seen (the target's correction or bonus, and whatever followed a
+ * rejection) are run again.
+ */
+export class DraftModelProposer implements Proposer {
+  readonly name = 'draft-model';
+  private cache: KvCache;
+  /** The tokens the cache holds, position by position. */
+  private cachedTokens: number[] = [];
+
+  constructor(
+    private readonly lm: CausalLM,
+    private readonly qEntries: number,
+  ) {
+    this.cache = lm.emptyCache();
+  }
+
+  async propose(context: readonly number[], maxTokens: number, sampling: WireSampling): Promise<DraftToken[]> {
+    const room = this.lm.config.maxPositions - context.length;
+    const k = Math.min(maxTokens, room);
+    if (k <= 0) return [];
+    this.rewindTo(context);
+    // The same per-round generator the origin verifies with (shared/sampling/README.md).
+    const rng = roundRng(sampling.seed, sampling.offset);
+    const vocab = this.lm.config.vocabSize;
+    const draft: DraftToken[] = [];
+    let pending = context.slice(this.cache.length);
+    for (let i = 0; i < k; i++) {
+      const result = await this.lm.forward(pending, this.cache);
+      this.cache = result.cache;
+      this.cachedTokens.push(...pending);
+      const logits = result.logits.subarray((result.rows - 1) * vocab, result.rows * vocab);
+      const proposal = this.pick(logits, sampling, rng.uniform(sampling.offset + i, 'draft'));
+      draft.push(proposal);
+      pending = [proposal.token];
+    }
+    return draft;
+  }
+
+  private pick(logits: Float32Array, sampling: WireSampling, u: number): DraftToken {
+    if (isGreedy(sampling)) return { token: argmax(logits) };
+    const q = truncateToSparse(processLogits(logits, sampling), this.qEntries);
+    const token = sampleFrom(
+      q.map(([, prob]) => prob),
+      u,
+    );
+    return { token: q[token][0], q };
+  }
+
+  /** Keep the cached prefix shared with `context`, but never all of it: the last context token must run to give logits. */
+  private rewindTo(context: readonly number[]) {
+    const limit = Math.min(this.cachedTokens.length, context.length - 1);
+    let shared = 0;
+    while (shared < limit && this.cachedTokens[shared] === context[shared]) shared++;
+    this.cache = truncateKvCache(this.cache, shared);
+    this.cachedTokens.length = shared;
+  }
+}

@@ -1,0 +1,31 @@
+import { Hono } from 'hono';
+import { z } from 'zod';
+import { ApiError } from '../../shared/errors';
+import { parseRequest, readJsonBody } from '../../shared/validation';
+import { edgeConfig } from '../config';
+import { draftEngine } from '../draft/engine';
+import type { Env } from '../env';
+
+/**
+ * Benchmark-only route, mounted only when the BENCH_ROUTES var is "on": runs
+ * the draft model for `steps` decode steps after a `context`-token prefill and
+ * returns. Inside workerd the clock only moves across I/O, so the client times
+ * the request from outside and subtracts a steps = 0 run.
+ */
+export const bench = new Hono<{ Bindings: Env }>();
+
+const draftBenchSchema = z.strictObject({
+  context: z.number().int().min(1).max(4096),
+  steps: z.number().int().min(0).max(1024),
+});
+
+bench.post('/internal/bench/draft', async (c) => {
+  if (c.env.BENCH_ROUTES !== 'on') throw new ApiError(404, 'benchmark routes are off (set BENCH_ROUTES = "on")');
+  const { context, steps } = parseRequest(draftBenchSchema, await readJsonBody(c.req.raw));
+  const { lm, config } = await draftEngine(c.env.MODELS, edgeConfig(c.env).draftModel);
+  if (context + steps > config.maxPositions) throw new ApiError(413, `context + steps exceeds the draft context of ${config.maxPositions}`);
+  const prompt = Array.from({ length: context }, (_, i) => (i * 31 + 7) % config.vocabSize);
+  let result = await lm.forward(prompt, lm.emptyCache());
+  for (let i = 0; i < steps; i++) result = await lm.forward([(i * 13 + 5) % config.vocabSize], result.cache);
+  return c.json({ context, steps, cache_length: result.cache.length });
+});

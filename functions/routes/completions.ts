@@ -1,0 +1,136 @@
+import { Hono } from 'hono';
+import { streamSSE } from 'hono/streaming';
+import { ApiError } from '../../shared/errors';
+import { IncrementalDecoder } from '../../shared/tokenizer';
+import { parseRequest, readJsonBody } from '../../shared/validation';
+import { edgeConfig } from '../config';
+import { draftEngine, type DraftEngine } from '../draft/engine';
+import type { Env } from '../env';
+import { completionRequestSchema, type CompletionRequest } from '../openai/request';
+import { completionChunk, newCompletionMeta, usage } from '../openai/response';
+import { StopMatcher } from '../openai/stop';
+import { HttpOriginClient, type OriginClient } from '../origin/client';
+import { createProposer } from '../proposers';
+import { originDecode, speculativeDecode, type FinishReason, type GenerationInput } from '../speculation/loop';
+import { newStats, statsToJson } from '../speculation/stats';
+
+export const completions = new Hono<{ Bindings: Env }>();
+
+completions.post('/v1/completions', async (c) => {
+  const config = edgeConfig(c.env);
+  const request = parseRequest(completionRequestSchema, await readJsonBody(c.req.raw));
+  if (request.model && request.model !== config.modelId) {
+    throw new ApiError(404, `The model '${request.model}' does not exist; this deployment serves '${config.modelId}'.`, 'model', 'model_not_found');
+  }
+  const engine = await draftEngine(c.env.MODELS, config.draftModel).catch((err: Error) => {
+    throw new ApiError(503, `draft model "${config.draftModel}" could not be loaded from the MODELS bucket: ${err.message}`, null, 'draft_unavailable');
+  });
+  const origin = new HttpOriginClient(config.originUrl, config.originTimeoutMs);
+  const targetLimits = await originLimits(origin, engine);
+  const prompt = tokenizePrompt(request, engine);
+  const maxPositions = Math.min(engine.config.maxPositions, targetLimits.maxPositions);
+  if (prompt.length >= maxPositions) {
+    throw new ApiError(413, `This model's maximum context length is ${maxPositions} tokens; the prompt has ${prompt.length} and leaves no room to generate.`, 'prompt', 'context_length_exceeded');
+  }
+
+  const input: GenerationInput = {
+    prompt,
+    maxTokens: request.max_tokens,
+    sampling: {
+      temperature: request.temperature,
+      top_p: request.top_p,
+      top_k: request.top_k,
+      seed: request.seed ?? crypto.getRandomValues(new Uint32Array(1))[0],
+    },
+    stopTokenIds: new Set(engine.config.eosTokenIds),
+    maxPositions,
+  };
+  const draftLength = request.speculation?.draft_length ?? config.draftLength;
+  const method = request.speculation?.method ?? config.verifyMethod;
+  const stats = newStats(draftLength > 0 ? 'speculative' : 'origin', draftLength, method);
+  const rounds =
+    draftLength > 0
+      ? speculativeDecode(input, createProposer('draft-model', engine, { qEntries: config.draftQEntries }), origin, method, draftLength, stats)
+      : originDecode(input, origin, stats, c.req.raw.signal);
+
+  // Run the first round before answering, so an unreachable origin is a clean 5xx, not a broken stream.
+  const first = await rounds.next();
+  const meta = newCompletionMeta(config.modelId);
+  const decoder = new IncrementalDecoder(engine.tokenizer);
+  const stopper = new StopMatcher(request.stop);
+  const generatedIds: number[] = [];
+
+  /** Text and token ids of each round; returns why generation ended. */
+  async function* textRounds(): AsyncGenerator<{ text: string; ids: number[] }, FinishReason> {
+    for (let next = first; ; next = await rounds.next()) {
+      if (next.done) {
+        yield { text: stopper.push(decoder.flush()) + stopper.flush(), ids: [] };
+        return next.value;
+      }
+      generatedIds.push(...next.value);
+      const text = stopper.push(decoder.push(next.value));
+      yield { text, ids: next.value };
+      if (stopper.hasStopped) {
+        await rounds.return('stop');
+        return 'stop';
+      }
+    }
+  }
+
+  const final = () => ({
+    usage: usage(prompt.length, generatedIds.length, stats.drafted, stats.accepted),
+    speculation: statsToJson(stats, generatedIds.length),
+  });
+
+  if (!request.stream) {
+    let text = '';
+    const pieces = textRounds();
+    let step = await pieces.next();
+    for (; !step.done; step = await pieces.next()) text += step.value.text;
+    const body = completionChunk(meta, text, step.value, final());
+    if (request.return_token_ids) Object.assign(body.choices[0], { prompt_token_ids: prompt, token_ids: generatedIds });
+    return c.json(body);
+  }
+
+  return streamSSE(c, async (sse) => {
+    const pieces = textRounds();
+    const send = (chunk: object) => sse.writeSSE({ data: JSON.stringify(chunk) });
+    try {
+      let step = await pieces.next();
+      for (; !step.done; step = await pieces.next()) {
+        const { text, ids } = step.value;
+        const chunk = completionChunk(meta, text, null);
+        if (request.return_token_ids) Object.assign(chunk.choices[0], { token_ids: ids });
+        if (text || (request.return_token_ids && ids.length)) await send(chunk);
+      }
+      await send(completionChunk(meta, '', step.value, final()));
+      if (request.stream_options?.include_usage) await send({ ...completionChunk(meta, '', null), choices: [], ...final() });
+    } catch (err) {
+      // Headers are sent: the failure can only travel in the stream, in OpenAI's error shape.
+      const apiError = err instanceof ApiError ? err : new ApiError(502, `generation failed: ${(err as Error).message}`);
+      await send(apiError.toBody());
+    }
+    await sse.writeSSE({ data: '[DONE]' });
+  });
+});
+
+function tokenizePrompt(request: CompletionRequest, engine: DraftEngine): number[] {
+  if (typeof request.prompt === 'string') return engine.tokenizer.encode(request.prompt);
+  const vocab = engine.config.vocabSize;
+  const bad = request.prompt.findIndex((t) => t >= vocab);
+  if (bad >= 0) throw new ApiError(400, `prompt token ${request.prompt[bad]} at index ${bad} is outside the vocabulary (0..${vocab - 1})`, 'prompt', 'invalid_token');
+  return request.prompt;
+}
+
+/** Target limits from the origin's /health, checked once per isolate against the draft: they must share a vocabulary. */
+let limits: Promise<{ maxPositions: number }> | null = null;
+function originLimits(origin: OriginClient, engine: DraftEngine): Promise<{ maxPositions: number }> {
+  limits ??= origin.health().then((health) => {
+    if (health.vocab_size !== engine.config.vocabSize) {
+      throw new ApiError(502, `origin model "${health.model}" has vocabulary ${health.vocab_size} but the draft has ${engine.config.vocabSize}: they must share a tokenizer`, null, 'model_mismatch');
+    }
+    return { maxPositions: health.max_positions };
+  });
+  limits.catch(() => (limits = null));
+  return limits;
+}

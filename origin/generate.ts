@@ -1,0 +1,43 @@
+import { argmax, counterRng, isGreedy, processLogits, sampleFrom } from '../shared/sampling';
+import type { GenerateEvent, GenerateRequest } from '../shared/protocol';
+import type { TargetModel } from './target';
+import { checkTokens } from './verify';
+
+/**
+ * Origin-only autoregressive decoding: the baseline speculation is measured
+ * against and the path the edge falls back to. Position `offset + i` draws
+ * from the 'sample' stream, the same draw verification uses for a bonus token.
+ */
+export async function* generateTokens(target: TargetModel, request: GenerateRequest, signal?: AbortSignal): AsyncGenerator<GenerateEvent> {
+  const { sampling } = request;
+  const { vocabSize, maxPositions } = target.config;
+  checkTokens(request.context, vocabSize, maxPositions);
+  const rng = counterRng(sampling.seed);
+  const stopIds = new Set(request.stop_token_ids);
+  const tokens = [...request.context];
+  let cachedTokens = 0;
+  let forwardTotal = 0;
+  for (let i = 0; i < request.max_tokens; i++) {
+    if (signal?.aborted) return;
+    if (tokens.length >= maxPositions) {
+      yield { type: 'done', finish_reason: 'length', origin: { id: '', forward_ms: forwardTotal, cached_tokens: cachedTokens } };
+      return;
+    }
+    const started = performance.now();
+    const result = await target.logitsFrom(tokens, tokens.length - 1);
+    const forwardMs = performance.now() - started;
+    forwardTotal += forwardMs;
+    if (i === 0) cachedTokens = result.cachedTokens;
+    const logits = result.logits.subarray(0, vocabSize);
+    const token = isGreedy(sampling)
+      ? argmax(logits)
+      : sampleFrom(processLogits(logits, sampling), rng.uniform(sampling.offset + i, 'sample'));
+    tokens.push(token);
+    yield { type: 'token', token, forward_ms: forwardMs };
+    if (stopIds.has(token)) {
+      yield { type: 'done', finish_reason: 'stop', origin: { id: '', forward_ms: forwardTotal, cached_tokens: cachedTokens } };
+      return;
+    }
+  }
+  yield { type: 'done', finish_reason: 'length', origin: { id: '', forward_ms: forwardTotal, cached_tokens: cachedTokens } };
+}

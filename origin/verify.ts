@@ -1,0 +1,50 @@
+import { argmax, isGreedy, roundRng, processLogits, verifyBlock, verifyGreedy, verifyTokenLevel } from '../shared/sampling';
+import type { VerifyRequest } from '../shared/protocol';
+import { ApiError } from '../shared/errors';
+import type { TargetModel } from './target';
+
+export interface VerifyResult {
+  accepted: number;
+  tokens: number[];
+  forwardMs: number;
+  cachedTokens: number;
+}
+
+/**
+ * One verify round: a single target forward over context + draft yields k+1
+ * distributions; the shared verification rules decide what is accepted.
+ */
+export async function verifyDraft(target: TargetModel, request: VerifyRequest): Promise<VerifyResult> {
+  const { context, draft, sampling } = request;
+  const vocab = target.config.vocabSize;
+  const tokens = [...context, ...draft.map((d) => d.token)];
+  checkTokens(tokens, vocab, target.config.maxPositions);
+
+  const started = performance.now();
+  const result = await target.logitsFrom(tokens, context.length - 1);
+  const forwardMs = performance.now() - started;
+  const row = (i: number) => result.logits.subarray(i * vocab, (i + 1) * vocab);
+
+  const k = draft.length;
+  let outcome;
+  if (isGreedy(sampling)) {
+    const targetArgmax = Array.from({ length: k + 1 }, (_, i) => argmax(row(i)));
+    outcome = verifyGreedy(draft.map((d) => d.token), targetArgmax);
+  } else {
+    const p = Array.from({ length: k + 1 }, (_, i) => processLogits(row(i), sampling));
+    // Fresh draws per round, keyed by the round's offset (known to both sides): block verification
+    // reads draws past the accepted prefix, so reusing them next round would skew the output.
+    const rng = roundRng(sampling.seed, sampling.offset);
+    const verify = request.method === 'block' ? verifyBlock : verifyTokenLevel;
+    outcome = verify(draft, p, rng, sampling.offset);
+  }
+  return { accepted: outcome.acceptedCount, tokens: outcome.tokens, forwardMs, cachedTokens: result.cachedTokens };
+}
+
+export function checkTokens(tokens: readonly number[], vocab: number, maxPositions: number) {
+  const bad = tokens.find((t) => t >= vocab);
+  if (bad !== undefined) throw new ApiError(400, `token id ${bad} is outside the target vocabulary (${vocab})`, 'context', 'invalid_token');
+  if (tokens.length > maxPositions) {
+    throw new ApiError(413, `context of ${tokens.length} tokens exceeds the target context of ${maxPositions}`, 'context', 'context_length_exceeded');
+  }
+}

@@ -1,0 +1,4 @@
+export * from './rng';
+export * from './params';
+export * from './distribution';
+export * from './verify';
