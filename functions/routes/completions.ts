@@ -9,7 +9,7 @@ import type { Env } from '../env';
 import { completionRequestSchema, type CompletionRequest } from '../openai/request';
 import { completionChunk, newCompletionMeta, usage } from '../openai/response';
 import { StopMatcher } from '../openai/stop';
-import { HttpOriginClient, type OriginClient } from '../origin/client';
+import { createOriginClient, type OriginClient } from '../origin';
 import { createProposer } from '../proposers';
 import { originDecode, speculativeDecode, type FinishReason, type GenerationInput } from '../speculation/loop';
 import { newStats, statsToJson } from '../speculation/stats';
@@ -25,7 +25,7 @@ completions.post('/v1/completions', async (c) => {
   const engine = await draftEngine(c.env.MODELS, config.draftModel).catch((err: Error) => {
     throw new ApiError(503, `draft model "${config.draftModel}" could not be loaded from the MODELS bucket: ${err.message}`, null, 'draft_unavailable');
   });
-  const origin = new HttpOriginClient(config.originUrl, config.originTimeoutMs);
+  const origin = createOriginClient(config);
   const targetLimits = await originLimits(origin, engine);
   const prompt = tokenizePrompt(request, engine);
   const maxPositions = Math.min(engine.config.maxPositions, targetLimits.maxPositions);

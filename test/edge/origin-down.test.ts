@@ -4,13 +4,14 @@ import { DRAFT_DIR } from '../support/models';
 
 /** An edge whose origin is not running: every generation must fail cleanly, fast, in OpenAI's shape. */
 let edge: Service;
+const port = Number(process.env.TEST_DOWN_EDGE_PORT ?? 18797);
 
 beforeAll(async () => {
   edge = await startEdge({
-    port: Number(process.env.TEST_DOWN_EDGE_PORT ?? 18797),
+    port,
     // Nothing listens here.
     originUrl: 'http://127.0.0.1:9',
-    persistTo: '.wrangler/test-state-down',
+    persistTo: `.wrangler/test-state-${port}`,
     draftDir: DRAFT_DIR,
     vars: { ORIGIN_TIMEOUT_MS: '3000' },
   });

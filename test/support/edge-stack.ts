@@ -11,7 +11,8 @@ export async function setup(project: TestProject) {
   stack = await startStack({
     originPort,
     edgePort,
-    persistTo: '.wrangler/test-state',
+    // Per port, so several test runs on one machine never share local state.
+    persistTo: `.wrangler/test-state-${edgePort}`,
     targetDir: TARGET_DIR,
     draftDir: DRAFT_DIR,
     log: (line) => console.log(`[edge-stack] ${line}`),
