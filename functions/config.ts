@@ -8,6 +8,12 @@ export interface EdgeConfig {
   modelId: string;
   draftLength: number;
   verifyMethod: 'token' | 'block';
+  /** Default speculation mode (a request's `speculation.mode` overrides it). */
+  speculationMode: 'origin' | 'lockstep' | 'pipelined' | 'adaptive';
+  /** Verify requests in flight in pipelined mode. */
+  pipelineDepth: number;
+  /** Early stop below this draft top probability; applies to adaptive mode unless a request sets it. */
+  draftMinConfidence: number;
   draftQEntries: number;
   originTimeoutMs: number;
 }
@@ -21,6 +27,9 @@ const configSchema = z.object({
   MODEL_ID: z.string().min(1).default('edgespec'),
   DRAFT_LENGTH: intVar(0, 16, 4),
   VERIFY_METHOD: z.enum(['token', 'block']).default('token'),
+  SPECULATION_MODE: z.enum(['origin', 'lockstep', 'pipelined', 'adaptive']).default('lockstep'),
+  PIPELINE_DEPTH: intVar(1, 8, 2),
+  DRAFT_MIN_CONFIDENCE: z.coerce.number().min(0).max(1).optional().transform((v) => v ?? 0.3),
   DRAFT_Q_ENTRIES: intVar(1, 256, 32),
   ORIGIN_TIMEOUT_MS: intVar(100, 600_000, 30_000),
 });
@@ -38,6 +47,9 @@ export function edgeConfig(env: Env): EdgeConfig {
     modelId: v.MODEL_ID,
     draftLength: v.DRAFT_LENGTH,
     verifyMethod: v.VERIFY_METHOD,
+    speculationMode: v.SPECULATION_MODE,
+    pipelineDepth: v.PIPELINE_DEPTH,
+    draftMinConfidence: v.DRAFT_MIN_CONFIDENCE,
     draftQEntries: v.DRAFT_Q_ENTRIES,
     originTimeoutMs: v.ORIGIN_TIMEOUT_MS,
   };

@@ -12,6 +12,12 @@ export interface Env {
   DRAFT_LENGTH?: string;
   /** Verification rule at the origin: "token" or "block". */
   VERIFY_METHOD?: string;
+  /** Default speculation mode: "lockstep", "pipelined", "adaptive" or "origin". */
+  SPECULATION_MODE?: string;
+  /** Verify requests in flight in pipelined mode (D). */
+  PIPELINE_DEPTH?: string;
+  /** Adaptive mode's early stop: draft top probability below which drafting stops (0 = off). */
+  DRAFT_MIN_CONFIDENCE?: string;
   /** Entries of the draft's sparse proposal q sent per sampled token. */
   DRAFT_Q_ENTRIES?: string;
   /** Milliseconds before an origin call is abandoned. */

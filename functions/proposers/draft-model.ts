@@ -2,7 +2,7 @@ import type { CausalLM, KvCache } from '../../shared/model';
 import { truncateKvCache } from '../../shared/model';
 import { argmax, isGreedy, roundRng, processLogits, sampleFrom, truncateToSparse, type DraftToken } from '../../shared/sampling';
 import type { WireSampling } from '../../shared/protocol';
-import type { Proposer } from './types';
+import type { ProposeOptions, Proposer } from './types';
 
 /**
  * Drafts with a small causal LM. Greedy requests get deterministic proposals
@@ -27,7 +27,7 @@ export class DraftModelProposer implements Proposer {
     this.cache = lm.emptyCache();
   }
 
-  async propose(context: readonly number[], maxTokens: number, sampling: WireSampling): Promise<DraftToken[]> {
+  async propose(context: readonly number[], maxTokens: number, sampling: WireSampling, options: ProposeOptions = {}): Promise<DraftToken[]> {
     const room = this.lm.config.maxPositions - context.length;
     const k = Math.min(maxTokens, room);
     if (k <= 0) return [];
@@ -42,6 +42,8 @@ export class DraftModelProposer implements Proposer {
       this.cache = result.cache;
       this.cachedTokens.push(...pending);
       const logits = result.logits.subarray((result.rows - 1) * vocab, result.rows * vocab);
+      // Early stop is a function of the draft's own state only, so verification stays lossless.
+      if (i > 0 && options.minConfidence && topProbability(logits) < options.minConfidence) break;
       const proposal = this.pick(logits, sampling, rng.uniform(sampling.offset + i, 'draft'));
       draft.push(proposal);
       pending = [proposal.token];
@@ -67,4 +69,13 @@ export class DraftModelProposer implements Proposer {
     this.cache = truncateKvCache(this.cache, shared);
     this.cachedTokens.length = shared;
   }
+}
+
+/** The largest softmax probability of `logits` (temperature 1): the draft's confidence in its next token. */
+export function topProbability(logits: Float32Array): number {
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i] - max);
+  return 1 / sum;
 }

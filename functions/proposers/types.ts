@@ -9,5 +9,15 @@ import type { WireSampling } from '../../shared/protocol';
  */
 export interface Proposer {
   readonly name: string;
-  propose(context: readonly number[], maxTokens: number, sampling: WireSampling): Promise<DraftToken[]>;
+  propose(context: readonly number[], maxTokens: number, sampling: WireSampling, options?: ProposeOptions): Promise<DraftToken[]>;
+}
+
+export interface ProposeOptions {
+  /**
+   * Stop drafting once the proposer's own top probability for the next token
+   * falls below this (after at least one token): a low-confidence draft token
+   * is likely rejected and costs draft time, verify work and everything after
+   * it (SVIP, Zhang et al. 2024; SpecKV). 0 = always draft maxTokens.
+   */
+  minConfidence?: number;
 }

@@ -3,7 +3,7 @@ import { streamSSE } from 'hono/streaming';
 import { ApiError } from '../../shared/errors';
 import { IncrementalDecoder } from '../../shared/tokenizer';
 import { parseRequest, readJsonBody } from '../../shared/validation';
-import { edgeConfig } from '../config';
+import { edgeConfig, type EdgeConfig } from '../config';
 import { draftEngine, type DraftEngine } from '../draft/engine';
 import type { Env } from '../env';
 import { completionRequestSchema, type CompletionRequest } from '../openai/request';
@@ -11,7 +11,7 @@ import { completionChunk, newCompletionMeta, usage } from '../openai/response';
 import { StopMatcher } from '../openai/stop';
 import { createOriginClient, type OriginClient } from '../origin';
 import { createProposer } from '../proposers';
-import { originDecode, speculativeDecode, type FinishReason, type GenerationInput } from '../speculation/loop';
+import { decode, type FinishReason, type GenerationInput, type SpeculationPlan } from '../speculation/loop';
 import { newStats, statsToJson } from '../speculation/stats';
 
 export const completions = new Hono<{ Bindings: Env }>();
@@ -45,13 +45,9 @@ completions.post('/v1/completions', async (c) => {
     stopTokenIds: new Set(engine.config.eosTokenIds),
     maxPositions,
   };
-  const draftLength = request.speculation?.draft_length ?? config.draftLength;
-  const method = request.speculation?.method ?? config.verifyMethod;
-  const stats = newStats(draftLength > 0 ? 'speculative' : 'origin', draftLength, method);
-  const rounds =
-    draftLength > 0
-      ? speculativeDecode(input, createProposer('draft-model', engine, { qEntries: config.draftQEntries }), origin, method, draftLength, stats)
-      : originDecode(input, origin, stats, c.req.raw.signal);
+  const plan = speculationPlan(request, config);
+  const stats = newStats(plan.mode, plan.draftLength, plan.method);
+  const rounds = decode(input, plan, () => createProposer('draft-model', engine, { qEntries: config.draftQEntries }), origin, stats, c.req.raw.signal);
 
   // Run the first round before answering, so an unreachable origin is a clean 5xx, not a broken stream.
   const first = await rounds.next();
@@ -113,6 +109,21 @@ completions.post('/v1/completions', async (c) => {
     await sse.writeSSE({ data: '[DONE]' });
   });
 });
+
+/** The request's `speculation` object over the configured defaults; draft_length 0 means origin-only decoding. */
+function speculationPlan(request: CompletionRequest, config: EdgeConfig): SpeculationPlan {
+  const spec = request.speculation ?? {};
+  const draftLength = spec.draft_length ?? config.draftLength;
+  const mode = draftLength === 0 ? 'origin' : (spec.mode ?? config.speculationMode);
+  return {
+    mode,
+    method: spec.method ?? config.verifyMethod,
+    draftLength: mode === 'origin' ? 0 : draftLength,
+    depth: spec.depth ?? config.pipelineDepth,
+    // Early stop is part of adaptive drafting; lockstep and pipelined draft k tokens unless asked.
+    minConfidence: spec.min_confidence ?? (mode === 'adaptive' ? config.draftMinConfidence : 0),
+  };
+}
 
 function tokenizePrompt(request: CompletionRequest, engine: DraftEngine): number[] {
   if (typeof request.prompt === 'string') return engine.tokenizer.encode(request.prompt);

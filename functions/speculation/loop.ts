@@ -1,7 +1,9 @@
 import { ApiError } from '../../shared/errors';
-import type { WireSampling } from '../../shared/protocol';
+import type { VerifyResponse, WireSampling } from '../../shared/protocol';
+import type { DraftToken } from '../../shared/sampling';
 import type { OriginClient } from '../origin/client';
 import type { Proposer } from '../proposers';
+import { DelayAdaptiveController, isolateLink, type LinkEstimator } from './controller';
 import type { SpeculationStats } from './stats';
 
 export interface GenerationInput {
@@ -17,80 +19,208 @@ export interface GenerationInput {
 
 export type FinishReason = 'stop' | 'length';
 
+/** How a generation speculates: the request's `speculation` object over the configured defaults. */
+export type SpeculationMode = 'origin' | 'lockstep' | 'pipelined' | 'adaptive';
+
+export interface SpeculationPlan {
+  mode: SpeculationMode;
+  method: 'token' | 'block';
+  /** Draft tokens per round (lockstep, pipelined), or the most the controller may choose (adaptive). */
+  draftLength: number;
+  /** Verify requests in flight at once (pipelined); lockstep and adaptive keep one. */
+  depth: number;
+  /** Early stop below this draft top probability (ProposeOptions.minConfidence); 0 = off. */
+  minConfidence: number;
+}
+
 /** Wall clock in ms. Inside workerd time only advances across I/O, so draft time there is measured at the await boundaries. */
 const now = () => performance.now();
 
 /**
- * Lockstep speculative decoding (DESIGN: Speculative decoding, exactly):
- * propose k tokens at the edge, verify them at the origin in one target pass,
- * emit the accepted tokens plus the target's own next token, repeat.
+ * One generation: origin-only decoding, or speculation in one of its modes.
  * Yields the tokens of each round; returns why generation ended.
  */
-export async function* speculativeDecode(
+export function decode(
   input: GenerationInput,
-  proposer: Proposer,
+  plan: SpeculationPlan,
+  proposer: () => Proposer,
   origin: OriginClient,
-  method: 'token' | 'block',
-  draftLength: number,
   stats: SpeculationStats,
+  signal?: AbortSignal,
+  link: LinkEstimator = isolateLink,
 ): AsyncGenerator<number[], FinishReason> {
-  const generated: number[] = [];
-  while (generated.length < input.maxTokens) {
-    const context = [...input.prompt, ...generated];
-    if (context.length >= input.maxPositions) return 'length';
-    // The round emits up to k+1 tokens: leave room for the target's extra one.
-    const k = Math.max(0, Math.min(draftLength, input.maxTokens - generated.length - 1, input.maxPositions - context.length - 1));
-    const sampling = { ...input.sampling, offset: generated.length };
-
-    const draftStarted = now();
-    const draft = k > 0 ? await proposer.propose(context, k, sampling) : [];
-    const verifyStarted = now();
-    const verdict = await origin.verify({ context, draft, sampling, method });
-    stats.draftMs += verifyStarted - draftStarted;
-    stats.verifyMs += now() - verifyStarted;
-    stats.rounds++;
-    stats.drafted += draft.length;
-    stats.accepted += verdict.accepted;
-    stats.originIds.add(verdict.origin.id);
-    stats.originForwardMs += verdict.origin.forward_ms;
-
-    const { tokens, finish } = cutAtStop(verdict.tokens, input.stopTokenIds, input.maxTokens - generated.length);
-    generated.push(...tokens);
-    yield tokens;
-    if (finish) return finish;
-  }
-  return 'length';
+  if (plan.mode === 'origin' || plan.draftLength === 0) return originDecode(input, origin, stats, signal, [], link);
+  const controller = plan.mode === 'adaptive' ? new DelayAdaptiveController(link, { maxDraftLength: plan.draftLength, greedy: input.sampling.temperature === 0 }) : null;
+  return speculate(input, plan, proposer(), origin, stats, controller, signal, link);
 }
 
-/** Origin-only decoding through the origin's stream: the baseline, and the path when speculation is off (k = 0). */
+/** A verify request on the wire: its drafts, and the answer to come. */
+interface Block {
+  context: number;
+  offset: number;
+  draft: DraftToken[];
+  draftMs: number;
+  sentAt: number;
+  verdict: Promise<VerifyResponse>;
+}
+
+/**
+ * Speculative decoding (DESIGN: Speculative decoding, exactly), lockstep or
+ * pipelined: propose k tokens at the edge, verify them at the origin in one
+ * target pass, emit the accepted tokens plus the target's own next token.
+ *
+ * Pipelined (PipeSpec, AMUSD, PEARL): up to `depth` verify requests are in
+ * flight; each later block is drafted on the assumption that every earlier
+ * one is accepted in full, so its context is the earlier context plus the
+ * earlier drafts. When a block is accepted in full and a later block is in
+ * flight, that block's bonus token is dropped: the later block decides that
+ * position instead, with its own fresh randomness (roundRng keyed by its
+ * offset). Whether a successor exists is fixed before the verdict is read, so
+ * dropping the bonus never depends on its value, and every emitted token is
+ * still the outcome of a lossless verification given the tokens before it.
+ * Any other verdict (a rejection, or a correction) discards every later block.
+ *
+ * Adaptive: depth 1, and before each round the controller picks k from
+ * measured acceptance, draft time, link delay and verify time, or hands the
+ * rest of the generation to the origin's own decoding (`originDecode` from the
+ * current position, RNG offset = tokens generated so far), so no token is
+ * lost or repeated.
+ */
+async function* speculate(
+  input: GenerationInput,
+  plan: SpeculationPlan,
+  proposer: Proposer,
+  origin: OriginClient,
+  stats: SpeculationStats,
+  controller: DelayAdaptiveController | null,
+  signal: AbortSignal | undefined,
+  link: LinkEstimator,
+): AsyncGenerator<number[], FinishReason> {
+  const generated: number[] = [];
+  /** Drafted tokens of the blocks in flight, in order: the path later blocks assume. */
+  let assumed: number[] = [];
+  let inflight: Block[] = [];
+  const depth = plan.mode === 'pipelined' ? Math.max(1, plan.depth) : 1;
+  try {
+    while (generated.length < input.maxTokens) {
+      // Fill the pipeline.
+      while (inflight.length < depth) {
+        const position = generated.length + assumed.length;
+        const contextLength = input.prompt.length + position;
+        if (assumed.some((t) => input.stopTokenIds.has(t))) break;
+        if (contextLength >= input.maxPositions || position >= input.maxTokens) break;
+        let k = plan.draftLength;
+        if (controller && inflight.length === 0) {
+          const next = controller.plan(input.maxTokens - generated.length);
+          if (next.action === 'hand-over') {
+            stats.handoverAt = generated.length;
+            stats.handoverReason = next.reason;
+            return yield* originDecode(input, origin, stats, signal, generated, link);
+          }
+          k = next.draftLength;
+        }
+        // A round emits up to k+1 tokens: leave room for the target's own one.
+        k = Math.max(0, Math.min(k, input.maxTokens - position - 1, input.maxPositions - contextLength - 1));
+        // A later block needs drafts of its own, or it would only repeat its predecessor's last position.
+        if (inflight.length > 0 && k === 0) break;
+        const context = [...input.prompt, ...generated, ...assumed];
+        // The same per-round generator the origin verifies with (shared/sampling/README.md).
+        const sampling = { ...input.sampling, offset: position };
+        const draftStarted = now();
+        const draft = k > 0 ? await proposer.propose(context, k, sampling, { minConfidence: plan.minConfidence }) : [];
+        const sentAt = now();
+        const verdict = origin.verify({ context, draft, sampling, method: plan.method });
+        // A discarded block's answer is never awaited: keep its failure from surfacing as unhandled.
+        verdict.catch(() => {});
+        inflight.push({ context: context.length, offset: position, draft, draftMs: sentAt - draftStarted, sentAt, verdict });
+        stats.draftMs += sentAt - draftStarted;
+        stats.drafted += draft.length;
+        assumed.push(...draft.map((d) => d.token));
+        if (draft.length === 0) break;
+      }
+      if (inflight.length === 0) return 'length';
+
+      const block = inflight.shift()!;
+      const verdict = await block.verdict;
+      const verifyWallMs = now() - block.sentAt;
+      stats.verifyMs += verifyWallMs;
+      stats.rounds++;
+      stats.accepted += verdict.accepted;
+      stats.originIds.add(verdict.origin.id);
+      stats.originForwardMs += verdict.origin.forward_ms;
+      controller?.observe({ drafted: block.draft.length, accepted: verdict.accepted, draftMs: block.draftMs, verifyWallMs, forwardMs: verdict.origin.forward_ms });
+      if (!controller && depth === 1) link.observeRound({ drafted: block.draft.length, accepted: verdict.accepted, draftMs: block.draftMs, verifyWallMs, forwardMs: verdict.origin.forward_ms }, input.sampling.temperature === 0);
+
+      let tokens: number[];
+      if (verdict.accepted === block.draft.length && inflight.length > 0) {
+        // Fully accepted with a successor in flight: the successor decides the next position.
+        tokens = verdict.tokens.slice(0, verdict.accepted);
+        assumed = assumed.slice(block.draft.length);
+      } else {
+        tokens = verdict.tokens;
+        stats.discardedRounds += inflight.length;
+        inflight = [];
+        assumed = [];
+      }
+      const { tokens: emitted, finish } = cutAtStop(tokens, input.stopTokenIds, input.maxTokens - generated.length);
+      generated.push(...emitted);
+      yield emitted;
+      if (finish) return finish;
+    }
+    return 'length';
+  } finally {
+    // Ended early (stop string, client gone, error): answers still on the wire cost target passes too.
+    stats.discardedRounds += inflight.length;
+  }
+}
+
+/**
+ * Origin-only decoding through the origin's stream: the baseline, the path
+ * when speculation is off (k = 0), and the adaptive mode's hand-over, which
+ * continues after `generated` with the RNG offset at its length so a sampled
+ * generation keeps its positions.
+ */
 export async function* originDecode(
   input: GenerationInput,
   origin: OriginClient,
   stats: SpeculationStats,
   signal?: AbortSignal,
+  generated: readonly number[] = [],
+  link: LinkEstimator = isolateLink,
 ): AsyncGenerator<number[], FinishReason> {
   const started = now();
+  const context = [...input.prompt, ...generated];
+  const maxTokens = Math.min(input.maxTokens - generated.length, input.maxPositions - context.length);
+  if (maxTokens <= 0) return 'length';
   const events = origin.generate(
     {
-      context: [...input.prompt],
-      max_tokens: Math.min(input.maxTokens, input.maxPositions - input.prompt.length),
-      sampling: { ...input.sampling, offset: 0 },
+      context,
+      max_tokens: maxTokens,
+      sampling: { ...input.sampling, offset: generated.length },
       stop_token_ids: [...input.stopTokenIds],
     },
     signal,
   );
-  for await (const event of events) {
-    if (event.type === 'token') {
-      stats.rounds++;
-      stats.originForwardMs += event.forward_ms;
-      yield [event.token];
-    } else if (event.type === 'done') {
-      stats.originIds.add(event.origin.id);
-      stats.verifyMs = now() - started;
-      return event.finish_reason;
-    } else {
-      throw new ApiError(502, `origin generation failed: ${event.message}`, null, 'origin_error');
+  let first = true;
+  try {
+    for await (const event of events) {
+      if (event.type === 'token') {
+        stats.rounds++;
+        stats.originTokens++;
+        stats.originForwardMs += event.forward_ms;
+        // The first token carries the prefill and one link delay; later ones a one-token step.
+        link.observeOriginToken(event.forward_ms, first ? now() - started : undefined);
+        first = false;
+        yield [event.token];
+      } else if (event.type === 'done') {
+        stats.originIds.add(event.origin.id);
+        return event.finish_reason;
+      } else {
+        throw new ApiError(502, `origin generation failed: ${event.message}`, null, 'origin_error');
+      }
     }
+  } finally {
+    stats.verifyMs += now() - started;
   }
   throw new ApiError(502, 'origin stream ended without a done event', null, 'origin_error');
 }

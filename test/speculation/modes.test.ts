@@ -1,0 +1,156 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import { DraftModelProposer } from '../../functions/proposers/draft-model';
+import type { OriginClient } from '../../functions/origin/client';
+import { LinkEstimator, expectedTokensPerRound } from '../../functions/speculation/controller';
+import { decode, type GenerationInput, type SpeculationPlan } from '../../functions/speculation/loop';
+import { newStats } from '../../functions/speculation/stats';
+import { generateTokens } from '../../origin/generate';
+import { TargetModel } from '../../origin/target';
+import { verifyDraft } from '../../origin/verify';
+import type { LoadedModel } from '../../shared/model';
+import type { GenerateEvent } from '../../shared/protocol';
+import { processLogits } from '../../shared/sampling';
+import { chiSquareTest } from '../stats';
+import { DRAFT_DIR, loadNodeModel, TARGET_DIR } from '../support/models';
+
+/**
+ * The speculation loop's modes, in process (real draft and target models, the
+ * origin's own verify and generate code, no HTTP): pipelined and adaptive keep
+ * greedy output identical to target-only decoding and the sampled distribution
+ * equal to target-only sampling, including across an adaptive hand-over to
+ * origin-only decoding in the middle of a generation. The same properties are
+ * checked through the whole stack in test/edge.
+ */
+let draft: LoadedModel;
+let target: LoadedModel;
+let origin: OriginClient;
+
+beforeAll(async () => {
+  [draft, target] = await Promise.all([loadNodeModel(DRAFT_DIR, 'quantized'), loadNodeModel(TARGET_DIR)]);
+  const model = new TargetModel(target.lm);
+  origin = {
+    health: async () => ({ status: 'ok', id: 'in-process', model: 'target', vocab_size: target.config.vocabSize, max_positions: target.config.maxPositions }),
+    async verify(request) {
+      const result = await verifyDraft(model, request);
+      return { accepted: result.accepted, tokens: result.tokens, origin: { id: 'in-process', forward_ms: result.forwardMs, cached_tokens: result.cachedTokens } };
+    },
+    async *generate(request) {
+      for await (const event of generateTokens(model, request)) yield event as GenerateEvent;
+    },
+  };
+});
+
+/** A link whose estimates say "speculation loses" once `roundsBeforeHandover` verify rounds were observed. */
+function handoverAfter(roundsBeforeHandover: number): LinkEstimator {
+  const link = new LinkEstimator();
+  const linkMs = link.linkMs.bind(link);
+  link.linkMs = () => (link.observations >= roundsBeforeHandover ? 1e6 : linkMs());
+  // The first plan needs evidence to act on; until the switch, speculating is predicted to win.
+  link.observations = 0;
+  return link;
+}
+
+async function run(prompt: number[], maxTokens: number, sampling: GenerationInput['sampling'], plan: SpeculationPlan, link = new LinkEstimator()) {
+  const input: GenerationInput = { prompt, maxTokens, sampling, stopTokenIds: new Set(), maxPositions: target.config.maxPositions };
+  const stats = newStats(plan.mode, plan.draftLength, plan.method);
+  const tokens: number[] = [];
+  const rounds = decode(input, plan, () => new DraftModelProposer(draft.lm, 32), origin, stats, undefined, link);
+  for await (const piece of rounds) tokens.push(...piece);
+  return { tokens, stats };
+}
+
+const plan = (mode: SpeculationPlan['mode'], extra: Partial<SpeculationPlan> = {}): SpeculationPlan => ({ mode, method: 'token', draftLength: 3, depth: 3, minConfidence: 0, ...extra });
+const greedy = { temperature: 0, top_p: 1, top_k: 0, seed: 0 };
+const prompts = [
+  [11, 400, 93, 1200, 7, 88, 512],
+  [300, 301, 302, 45, 46, 47, 48, 49],
+  [5, 1000, 2000, 3000, 40, 41],
+];
+
+describe('greedy output is identical to target-only decoding in every mode', () => {
+  const modes: Array<[string, SpeculationPlan, LinkEstimator?]> = [
+    ['pipelined k=3 depth 3', plan('pipelined')],
+    ['pipelined k=1 depth 4', plan('pipelined', { draftLength: 1, depth: 4 })],
+    ['pipelined, block verification', plan('pipelined', { method: 'block' })],
+    ['adaptive with early stop', plan('adaptive', { draftLength: 6, minConfidence: 0.4 })],
+  ];
+  it.each(modes)('%s', async (_, p) => {
+    for (const prompt of prompts) {
+      const reference = await run(prompt, 40, greedy, plan('origin', { draftLength: 0 }));
+      const speculative = await run(prompt, 40, greedy, p);
+      expect(speculative.tokens).toEqual(reference.tokens);
+      expect(speculative.stats.drafted).toBeGreaterThan(0);
+    }
+  });
+
+  it('adaptive hand-over mid-generation: no token lost or repeated', async () => {
+    for (const prompt of prompts) {
+      const reference = await run(prompt, 40, greedy, plan('origin', { draftLength: 0 }));
+      const handed = await run(prompt, 40, greedy, plan('adaptive'), handoverAfter(3));
+      expect(handed.stats.handoverAt).toBeGreaterThan(0);
+      expect(handed.stats.handoverAt).toBeLessThan(40);
+      expect(handed.stats.originTokens).toBe(40 - handed.stats.handoverAt!);
+      expect(handed.tokens).toEqual(reference.tokens);
+    }
+  });
+});
+
+describe('sampled output has the target-only distribution in every mode', () => {
+  const sampling = { temperature: 1, top_k: 6, top_p: 1 };
+  const prompt = [300, 301, 302, 45, 46, 47];
+  const samples = 2000;
+
+  /** Exact target-only distribution of the first two tokens. */
+  async function exactPairs(): Promise<Map<string, number>> {
+    const vocab = target.config.vocabSize;
+    const expected = new Map<string, number>();
+    const r1 = await target.lm.forward(prompt, target.lm.emptyCache());
+    const p1 = processLogits(r1.logits.subarray((r1.rows - 1) * vocab), sampling);
+    for (let t1 = 0; t1 < vocab; t1++) {
+      if (p1[t1] === 0) continue;
+      const r2 = await target.lm.forward([t1], r1.cache);
+      const p2 = processLogits(r2.logits, sampling);
+      for (let t2 = 0; t2 < vocab; t2++) if (p2[t2] > 0) expected.set(`${t1},${t2}`, p1[t1] * p2[t2]);
+    }
+    return expected;
+  }
+
+  // max_tokens 3 with k = 1 lets a pipelined successor decide token 2; the hand-over after one round
+  // makes the origin's stream decide token 2 (offset 1) whenever round one emitted a single token.
+  const modes: Array<[string, SpeculationPlan, (() => LinkEstimator)?]> = [
+    ['lockstep, block verification', plan('lockstep', { draftLength: 2, method: 'block' })],
+    ['pipelined k=1 depth 2', plan('pipelined', { draftLength: 1, depth: 2 })],
+    ['adaptive, hand-over after one round', plan('adaptive', { draftLength: 1 }), () => handoverAfter(1)],
+  ];
+  it.each(modes)('%s: first two tokens (chi-square)', async (_, p, link) => {
+    const expected = await exactPairs();
+    const counts = new Map<string, number>();
+    let accepted = 0;
+    let handovers = 0;
+    for (let seed = 0; seed < samples; seed++) {
+      const { tokens, stats } = await run(prompt, 3, { ...sampling, seed }, p, link?.());
+      const key = tokens.slice(0, 2).join(',');
+      counts.set(key, (counts.get(key) ?? 0) + 1);
+      accepted += stats.accepted;
+      if (stats.handoverAt !== null && stats.handoverAt < 2) handovers++;
+    }
+    expect([...counts.keys()].filter((k) => !expected.has(k))).toEqual([]);
+    const keys = [...expected.keys()];
+    const result = chiSquareTest(
+      keys.map((k) => counts.get(k) ?? 0),
+      keys.map((k) => expected.get(k)! * samples),
+    );
+    console.log(`${_}: chi-square ${result.statistic.toFixed(1)} on ${result.df} df, p = ${result.pValue.toFixed(4)}; accepted ${accepted}, early hand-overs ${handovers}`);
+    expect(accepted).toBeGreaterThan(samples * 0.05);
+    if (link) expect(handovers).toBeGreaterThan(samples * 0.05);
+    expect(result.pValue).toBeGreaterThan(1e-3);
+  });
+});
+
+describe('delay-adaptive controller', () => {
+  it('expected tokens per round follows (1 − α^{k+1})/(1 − α)', () => {
+    expect(expectedTokensPerRound(0.5, 0)).toBeCloseTo(1);
+    expect(expectedTokensPerRound(0.5, 3)).toBeCloseTo(1.875);
+    expect(expectedTokensPerRound(1, 4)).toBe(5);
+  });
+});
