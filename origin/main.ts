@@ -5,6 +5,7 @@ import * as ort from 'onnxruntime-node';
 import { loadModel, type OrtRuntime } from '../shared/model';
 import { folderFiles } from '../shared/model/node-files';
 import { createOriginApp } from './app';
+import { costModel, holdForwardPasses } from './cost-model';
 import { TargetModel } from './target';
 
 const { values } = parseArgs({
@@ -14,6 +15,8 @@ const { values } = parseArgs({
     model: { type: 'string', default: process.env.ORIGIN_MODEL ?? 'models/edgespec-target' },
     id: { type: 'string', default: process.env.ORIGIN_ID ?? 'origin-0' },
     threads: { type: 'string', default: process.env.ORIGIN_THREADS ?? '1' },
+    // Benchmarks: hold each forward pass to a modelled GPU duration (origin/cost-model.ts).
+    'cost-model': { type: 'string', default: process.env.ORIGIN_COST_MODEL ?? '' },
   },
 });
 
@@ -31,7 +34,20 @@ const { lm, onnxPath, config } = await loadModel(ort as unknown as OrtRuntime, f
   interOpNumThreads: 1,
 }).catch((err: Error) => fail(`cannot load target model from ${values.model}: ${err.message}`));
 const modelName = modelDir.split(/[\\/]/).pop()!;
-const app = createOriginApp({ id: values.id!, modelName, target: new TargetModel(lm) });
+const target = new TargetModel(lm);
+if (values['cost-model']) {
+  const model = (() => {
+    try {
+      return costModel(values['cost-model']!);
+    } catch (err) {
+      return fail((err as Error).message);
+    }
+  })();
+  const held = holdForwardPasses(target, model);
+  console.log(`[origin ${values.id}] forward passes held to the GPU cost model ${model.describe}`);
+  process.on('exit', () => console.log(`[origin ${values.id}] cost model: ${held.overruns} of ${held.passes} passes ran longer on this CPU than modelled`));
+}
+const app = createOriginApp({ id: values.id!, modelName, target });
 
 const server = serve({ fetch: app.fetch, port, hostname: values.host }, (info) => {
   console.log(

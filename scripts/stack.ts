@@ -27,6 +27,8 @@ export interface OriginOptions extends ProcessOptions {
   targetDir?: string;
   id?: string;
   threads?: number;
+  /** Extra origin flags, e.g. ['--cost-model', 'h100-llama-3.1-8b'] (benchmarks). */
+  args?: string[];
 }
 
 export interface EdgeOptions extends ProcessOptions {
@@ -46,6 +48,7 @@ export async function startOrigin(options: OriginOptions): Promise<Service> {
   options.log?.(`starting origin on ${url} (${targetDir})`);
   const args = ['--import', 'tsx', 'origin/main.ts', '--port', String(options.port), '--model', targetDir, '--threads', String(options.threads ?? 1)];
   if (options.id) args.push('--id', options.id);
+  if (options.args) args.push(...options.args);
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   return await supervise(child, `${url}/health`, url, '[origin]', 60_000, options);
 }
