@@ -1,24 +1,55 @@
 import type { BenchRecord } from './records';
 
-/** The Markdown tables BENCHMARKS.md shows, from one run's records. */
+/** The Markdown BENCHMARKS.md shows, from one run's records. Suites it does not know get a generic table. */
 export function renderMarkdown(run: { date: string; command: string; seconds: number; records: BenchRecord[] }): string {
-  const lines = [`Run ${run.date} (${run.seconds} s), \`${run.command}\`, origin cost: measured (2-core CPU machine, edge and origin sharing it).`, ''];
+  const lines = [`Run ${run.date} (${run.seconds} s): \`${run.command}\`. Plot: [bench/results/latest.svg](bench/results/latest.svg).`, ''];
+  const known = new Set(['draft-speed', 'speculation', 'block-verification']);
+
   const speed = run.records.filter((r) => r.suite === 'draft-speed');
   if (speed.length) {
-    const native = speed.find((r) => r.mode === 'onnxruntime-node')?.draft_ms_per_token ?? NaN;
-    lines.push('| draft runtime | ms per decode step | vs native |', '|---|---:|---:|');
-    for (const r of speed) lines.push(`| ${r.mode} | ${r.draft_ms_per_token} | ${(r.draft_ms_per_token / native).toFixed(2)}x |`);
+    lines.push('**Draft decode step** (same int8 model, one thread, interleaved repeats):', '');
+    lines.push('| runtime | median ms/step | min ms/step | vs native (median) | vs native (min) |', '|---|---:|---:|---:|---:|');
+    for (const r of speed) lines.push(`| ${r.mode} | ${r.draft_ms_per_token} | ${r.draft_ms_min ?? ''} | ${r.vs_native_median ?? ''}x | ${r.vs_native_min ?? ''}x |`);
     lines.push('');
   }
-  const spec = run.records.filter((r) => r.suite === 'speculation');
-  if (spec.length) {
-    lines.push('| temperature | mode | k | RTT ms | tokens/s | vs origin-only | TTFT ms | target passes/token | mean accepted/round | acceptance |', '|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|');
-    for (const r of spec) {
-      const baseline = spec.find((b) => b.mode === 'origin-only' && b.temperature === r.temperature && b.rtt_ms === r.rtt_ms);
+
+  const sweep = run.records.filter((r) => r.suite === 'speculation');
+  for (const cost of [...new Set(sweep.map((r) => r.origin_cost))]) {
+    const rows = sweep.filter((r) => r.origin_cost === cost);
+    lines.push(`**Speculation vs origin-only, origin cost: ${cost}** (temperature ${rows[0]?.temperature ?? 0}, ${rows[0]?.prompts ?? '?'} prompts × ${rows[0] ? Math.round(Number(rows[0].tokens) / Number(rows[0].prompts)) : '?'} tokens per mode and RTT):`, '');
+    lines.push('| RTT ms | mode | tokens/s | vs origin-only | TTFT ms | target passes/token | mean accepted/round | acceptance | draft ms/token | hand-over |', '|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+    for (const r of rows) {
+      const baseline = rows.find((b) => b.mode === 'origin-only' && b.rtt_ms === r.rtt_ms);
       const ratio = baseline ? (r.tokens_per_s / baseline.tokens_per_s).toFixed(2) + 'x' : '';
-      lines.push(`| ${r.temperature} | ${r.mode} | ${r.draft_length} | ${r.rtt_ms} | ${r.tokens_per_s} | ${ratio} | ${r.ttft_ms} | ${r.target_passes_per_token} | ${r.mean_accepted} | ${r.acceptance_rate ?? ''} |`);
+      lines.push(`| ${r.rtt_ms} | ${r.mode} | ${r.tokens_per_s} | ${ratio} | ${r.ttft_ms} | ${r.target_passes_per_token} | ${r.mean_accepted} | ${r.acceptance_rate ?? ''} | ${r.draft_ms_per_token || ''} | ${r.handover_fraction ? r.handover_fraction : ''} |`);
     }
     lines.push('');
   }
+
+  const block = run.records.filter((r) => r.suite === 'block-verification');
+  if (block.length) {
+    lines.push(`**Block vs token-level verification** (same prompts and seeds, lockstep k = ${block[0].draft_length}, temperature ${block[0].temperature}, origin cost ${block[0].origin_cost}):`, '');
+    lines.push('| method | mean accepted/round | acceptance | tokens/s | target passes/token |', '|---|---:|---:|---:|---:|');
+    for (const r of block) lines.push(`| ${r.mode} | ${r.mean_accepted} | ${r.acceptance_rate ?? ''} | ${r.tokens_per_s} | ${r.target_passes_per_token} |`);
+    lines.push('');
+  }
+
+  for (const suite of [...new Set(run.records.map((r) => r.suite))].filter((s) => !known.has(s))) {
+    const rows = run.records.filter((r) => r.suite === suite);
+    lines.push(`**${suite}**:`, '', '| mode | RTT ms | origin cost | tokens/s | TTFT ms | target passes/token | mean accepted |', '|---|---:|---|---:|---:|---:|---:|');
+    for (const r of rows) lines.push(`| ${r.mode} | ${r.rtt_ms} | ${r.origin_cost} | ${r.tokens_per_s} | ${r.ttft_ms} | ${r.target_passes_per_token} | ${r.mean_accepted} |`);
+    lines.push('');
+  }
   return lines.join('\n');
+}
+
+/** Replace the generated block of BENCHMARKS.md (between its markers) with the latest run. */
+export function spliceBenchmarks(document: string, latest: string): string {
+  const start = '<!-- bench:latest:start -->';
+  const end = '<!-- bench:latest:end -->';
+  const block = `${start}\n${latest.trim()}\n${end}`;
+  const from = document.indexOf(start);
+  const to = document.indexOf(end);
+  if (from < 0 || to < 0) return `${document.trimEnd()}\n\n## Latest run\n\n${block}\n`;
+  return document.slice(0, from) + block + document.slice(to + end.length);
 }
