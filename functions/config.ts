@@ -16,6 +16,7 @@ export interface EdgeConfig {
   draftMinConfidence: number;
   draftQEntries: number;
   originTimeoutMs: number;
+  prefixCache: { cacheSalt: string; blockTokens: number; maxBytes: number; ttlMs: number };
 }
 
 const intVar = (min: number, max: number, fallback: number) =>
@@ -32,13 +33,18 @@ const configSchema = z.object({
   DRAFT_MIN_CONFIDENCE: z.coerce.number().min(0).max(1).optional().transform((v) => v ?? 0.3),
   DRAFT_Q_ENTRIES: intVar(1, 256, 32),
   ORIGIN_TIMEOUT_MS: intVar(100, 600_000, 30_000),
+  PREFIX_CACHE_SALT: z.string().max(256).default(''),
+  PREFIX_CACHE_BLOCK_TOKENS: intVar(1, 1024, 16),
+  // A SQLite-backed object holds up to 10 GB.
+  PREFIX_CACHE_MAX_MB: intVar(1, 9_000, 128),
+  PREFIX_CACHE_TTL_S: intVar(1, 30 * 86_400, 86_400),
 });
 
 let cached: { env: Env; config: EdgeConfig } | null = null;
 
 export function edgeConfig(env: Env): EdgeConfig {
   if (cached?.env === env) return cached.config;
-  const parsed = configSchema.safeParse({ ...env, MODELS: undefined });
+  const parsed = configSchema.safeParse({ ...env, MODELS: undefined, PREFIX_CACHE: undefined });
   if (!parsed.success) throw new Error(`edgespec configuration (wrangler.toml [vars]): ${z.prettifyError(parsed.error)}`);
   const v = parsed.data;
   const config: EdgeConfig = {
@@ -52,6 +58,12 @@ export function edgeConfig(env: Env): EdgeConfig {
     draftMinConfidence: v.DRAFT_MIN_CONFIDENCE,
     draftQEntries: v.DRAFT_Q_ENTRIES,
     originTimeoutMs: v.ORIGIN_TIMEOUT_MS,
+    prefixCache: {
+      cacheSalt: v.PREFIX_CACHE_SALT,
+      blockTokens: v.PREFIX_CACHE_BLOCK_TOKENS,
+      maxBytes: v.PREFIX_CACHE_MAX_MB * 2 ** 20,
+      ttlMs: v.PREFIX_CACHE_TTL_S * 1000,
+    },
   };
   cached = { env, config };
   return config;

@@ -1,3 +1,5 @@
+import type { PrefixCache } from './prefix-cache/durable-object';
+
 /** Bindings and vars of the edge Worker, as declared in wrangler.toml. */
 export interface Env {
   /** R2 bucket holding model folders (config.json, tokenizer.json, onnx/...). */
@@ -24,4 +26,16 @@ export interface Env {
   ORIGIN_TIMEOUT_MS?: string;
   /** "on" mounts /internal/bench/* (benchmarks only). */
   BENCH_ROUTES?: string;
+  /** Durable Objects holding draft KV blocks (functions/prefix-cache); absent = no prefix cache. */
+  PREFIX_CACHE?: DurableObjectNamespace<PrefixCache>;
+  /** Cache salt of the deployment's single tenant until requests carry their own (see functions/prefix-cache/tenant.ts). */
+  PREFIX_CACHE_SALT?: string;
+  /** Tokens per cached block. */
+  PREFIX_CACHE_BLOCK_TOKENS?: string;
+  /** Byte budget of one PrefixCache object, in MiB. */
+  PREFIX_CACHE_MAX_MB?: string;
+  /** Seconds an unused block lives. */
+  PREFIX_CACHE_TTL_S?: string;
+  /** "on" mounts /internal/prefix-cache/* and the test tenant header (tests and benchmarks only). */
+  TEST_ROUTES?: string;
 }

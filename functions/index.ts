@@ -5,6 +5,7 @@ import { bench } from './routes/bench';
 import { completions } from './routes/completions';
 import { health } from './routes/health';
 import { models } from './routes/models';
+import { prefixCacheInternal, testTenant } from './routes/prefix-cache-internal';
 
 /** The edge Worker: OpenAI-compatible completions served by a WASM draft verified at the origin. */
 const app = new Hono<{ Bindings: Env }>();
@@ -18,9 +19,14 @@ app.onError((err, c) => {
 });
 app.notFound((c) => c.json(new ApiError(404, `No route for ${c.req.method} ${c.req.path}. Try POST /v1/completions.`).toBody(), 404));
 
+app.use('/v1/*', testTenant);
+app.use('/internal/*', testTenant);
 app.route('/', health);
 app.route('/', models);
 app.route('/', completions);
 app.route('/', bench);
+app.route('/', prefixCacheInternal);
 
 export default app;
+// Durable Object classes must be exported by the Worker entry (wrangler.toml [[durable_objects.bindings]]).
+export { PrefixCache } from './prefix-cache/durable-object';

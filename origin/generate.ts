@@ -24,7 +24,7 @@ export async function* generateTokens(target: TargetModel, request: GenerateRequ
       return;
     }
     const started = performance.now();
-    const result = await target.logitsFrom(tokens, tokens.length - 1);
+    const result = await target.logitsFrom(tokens, tokens.length - 1, request.cache_salt);
     const forwardMs = performance.now() - started;
     forwardTotal += forwardMs;
     if (i === 0) cachedTokens = result.cachedTokens;

@@ -17,6 +17,8 @@ const { values } = parseArgs({
     threads: { type: 'string', default: process.env.ORIGIN_THREADS ?? '1' },
     // Benchmarks: hold each forward pass to a modelled GPU duration (origin/cost-model.ts).
     'cost-model': { type: 'string', default: process.env.ORIGIN_COST_MODEL ?? '' },
+    'kv-cache-mb': { type: 'string', default: process.env.ORIGIN_KV_CACHE_MB ?? '256' },
+    'kv-block': { type: 'string', default: process.env.ORIGIN_KV_BLOCK ?? '16' },
   },
 });
 
@@ -24,6 +26,10 @@ const port = Number(values.port);
 const threads = Number(values.threads);
 if (!Number.isInteger(port) || port <= 0 || port > 65535) fail(`--port must be a TCP port, got "${values.port}"`);
 if (!Number.isInteger(threads) || threads < 1) fail(`--threads must be a positive integer, got "${values.threads}"`);
+const kvCacheMb = Number(values['kv-cache-mb']);
+const kvBlock = Number(values['kv-block']);
+if (!(kvCacheMb >= 0)) fail(`--kv-cache-mb must be a non-negative number of MiB, got "${values['kv-cache-mb']}"`);
+if (!Number.isInteger(kvBlock) || kvBlock < 1) fail(`--kv-block must be a positive integer (tokens per KV block), got "${values['kv-block']}"`);
 
 const modelDir = resolve(values.model!);
 const files = folderFiles(modelDir);
@@ -34,7 +40,7 @@ const { lm, onnxPath, config } = await loadModel(ort as unknown as OrtRuntime, f
   interOpNumThreads: 1,
 }).catch((err: Error) => fail(`cannot load target model from ${values.model}: ${err.message}`));
 const modelName = modelDir.split(/[\\/]/).pop()!;
-const target = new TargetModel(lm);
+const target = new TargetModel(lm, { modelId: modelName, maxBytes: kvCacheMb * 2 ** 20, blockTokens: kvBlock });
 if (values['cost-model']) {
   const model = (() => {
     try {

@@ -1,23 +1,26 @@
-import type { CausalLM, ForwardResult, KvCache } from '../shared/model';
-import { truncateKvCache } from '../shared/model';
+import type { CausalLM, ForwardResult } from '../shared/model';
+import { TargetKvCache, type TargetKvCacheOptions } from './target-kv-cache';
 
-interface RecentCache {
-  tokens: number[];
-  cache: KvCache;
-}
+export type TargetOptions = Partial<TargetKvCacheOptions>;
+
+/** Defaults: 256 MiB of target KV (about 40k positions of the shipped target), blocks of 16 tokens. */
+export const DEFAULT_TARGET_KV = { maxBytes: 256 * 2 ** 20, blockTokens: 16 } as const;
 
 /**
- * The target model plus a small memory of recent KV caches, so consecutive
- * verify rounds of one generation only run the new tokens. The cache is a
- * pure optimisation: a miss means recomputing from position 0.
+ * The target model plus its KV memory (origin/target-kv-cache.ts): verify
+ * rounds of one generation, and requests sharing a prefix, only run the
+ * positions not already held. The cache is a pure optimisation: a miss means
+ * recomputing from position 0.
  */
 export class TargetModel {
-  private recent: RecentCache[] = [];
+  readonly kv: TargetKvCache;
 
   constructor(
     readonly lm: CausalLM,
-    private readonly maxRecent = 16,
-  ) {}
+    options: TargetOptions = {},
+  ) {
+    this.kv = new TargetKvCache({ ...DEFAULT_TARGET_KV, modelId: 'target', ...options });
+  }
 
   get config() {
     return this.lm.config;
@@ -26,14 +29,15 @@ export class TargetModel {
   /**
    * Logits for every position of `tokens` from `firstRow` on (row r = the
    * distribution of the token after tokens[firstRow + r]). Reuses the longest
-   * cached prefix, but always runs at least the positions it must return.
+   * cached prefix under `cacheSalt`, but always runs at least the positions it
+   * must return. Blocks are shared up to `firstRow + 1` positions: the tokens
+   * after it are unverified draft tokens.
    */
-  async logitsFrom(tokens: readonly number[], firstRow: number): Promise<ForwardResult & { cachedTokens: number }> {
-    const { entry, shared } = this.longestPrefix(tokens);
-    const reuse = Math.min(shared, firstRow);
-    const base = entry && reuse > 0 ? truncateKvCache(entry.cache, reuse) : this.lm.emptyCache();
+  async logitsFrom(tokens: readonly number[], firstRow: number, cacheSalt = ''): Promise<ForwardResult & { cachedTokens: number }> {
+    const hit = await this.kv.lookup(tokens, cacheSalt, firstRow);
+    const base = hit.cache ?? this.lm.emptyCache();
     const result = await this.lm.forward(tokens.slice(base.length), base);
-    this.remember([...tokens], result.cache);
+    await this.kv.remember(tokens, cacheSalt, result.cache, hit, firstRow + 1);
     const skip = firstRow - base.length;
     const vocab = this.config.vocabSize;
     return {
@@ -43,25 +47,4 @@ export class TargetModel {
       cachedTokens: base.length,
     };
   }
-
-  private longestPrefix(tokens: readonly number[]) {
-    let best: { entry: RecentCache | null; shared: number } = { entry: null, shared: 0 };
-    for (const entry of this.recent) {
-      const limit = Math.min(entry.tokens.length, entry.cache.length, tokens.length);
-      let shared = 0;
-      while (shared < limit && entry.tokens[shared] === tokens[shared]) shared++;
-      if (shared > best.shared) best = { entry, shared };
-    }
-    return best;
-  }
-
-  private remember(tokens: number[], cache: KvCache) {
-    this.recent = [{ tokens, cache }, ...this.recent.filter((e) => !isPrefix(e.tokens, tokens))].slice(0, this.maxRecent);
-  }
-}
-
-function isPrefix(short: readonly number[], long: readonly number[]): boolean {
-  if (short.length > long.length) return false;
-  for (let i = 0; i < short.length; i++) if (short[i] !== long[i]) return false;
-  return true;
 }

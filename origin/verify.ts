@@ -21,7 +21,7 @@ export async function verifyDraft(target: TargetModel, request: VerifyRequest): 
   checkTokens(tokens, vocab, target.config.maxPositions);
 
   const started = performance.now();
-  const result = await target.logitsFrom(tokens, context.length - 1);
+  const result = await target.logitsFrom(tokens, context.length - 1, request.cache_salt);
   const forwardMs = performance.now() - started;
   const row = (i: number) => result.logits.subarray(i * vocab, (i + 1) * vocab);
 

@@ -18,6 +18,8 @@ export const samplingSchema = z.object({
 });
 export type WireSampling = z.infer<typeof samplingSchema>;
 
+const cacheSaltSchema = z.string().max(256).optional();
+
 export const draftTokenSchema = z.object({
   token: tokenId,
   /** Sparse [token, prob] pairs the draft sampled from; absent = deterministic proposal. */
@@ -31,6 +33,8 @@ export const verifyRequestSchema = z.object({
   draft: z.array(draftTokenSchema).max(64),
   sampling: samplingSchema,
   method: z.enum(['token', 'block']).default('token'),
+  /** The tenant's prefix-cache salt: target KV is only reused within one salt (shared/prefix-cache). */
+  cache_salt: cacheSaltSchema,
 });
 export type VerifyRequest = z.infer<typeof verifyRequestSchema>;
 
@@ -58,6 +62,8 @@ export const generateRequestSchema = z.object({
   sampling: samplingSchema,
   /** Generation stops after emitting any of these (end-of-text). */
   stop_token_ids: z.array(tokenId).default([]),
+  /** The tenant's prefix-cache salt: target KV is only reused within one salt (shared/prefix-cache). */
+  cache_salt: cacheSaltSchema,
 });
 export type GenerateRequest = z.infer<typeof generateRequestSchema>;
 

@@ -8,6 +8,12 @@ export interface DraftEngine {
   config: DecoderConfig;
   tokenizer: TextTokenizer;
   loadMs: number;
+  /**
+   * Names these exact weights (folder + the R2 etags of the files read): the
+   * prefix cache keys blocks by it, so replacing the model under the same
+   * folder name never restores the old model's KV.
+   */
+  fingerprint: string;
 }
 
 const engines = new Map<string, Promise<DraftEngine>>();
@@ -25,9 +31,11 @@ export function draftEngine(bucket: R2Bucket, prefix: string): Promise<DraftEngi
 
 async function loadDraftEngine(bucket: R2Bucket, prefix: string): Promise<DraftEngine> {
   const started = Date.now();
+  const etags: string[] = [];
   const files: ModelFiles = {
     async read(path) {
       const object = await bucket.get(`${prefix}/${path}`);
+      if (object) etags.push(`${path}:${object.etag}`);
       return object ? new Uint8Array(await object.arrayBuffer()) : null;
     },
   };
@@ -35,5 +43,7 @@ async function loadDraftEngine(bucket: R2Bucket, prefix: string): Promise<DraftE
     loadModel(workerdOrt(), files, 'quantized', { executionProviders: ['wasm'] }),
     loadTokenizer(files),
   ]);
-  return { lm, config, tokenizer, loadMs: Date.now() - started };
+  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(etags.sort().join('\n')));
+  const fingerprint = `${prefix}@${[...new Uint8Array(digest).slice(0, 8)].map((b) => b.toString(16).padStart(2, '0')).join('')}`;
+  return { lm, config, tokenizer, loadMs: Date.now() - started, fingerprint };
 }

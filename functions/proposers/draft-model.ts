@@ -12,7 +12,8 @@ import type { ProposeOptions, Proposer } from './types';
  *
  * The KV cache persists across rounds: after verification only the tokens the
  * draft has not seen (the target's correction or bonus, and whatever followed a
- * rejection) are run again.
+ * rejection) are run again. It may start from a prefix restored from the
+ * prefix cache (functions/prefix-cache), and hands its KV back for storing.
  */
 export class DraftModelProposer implements Proposer {
   readonly name = 'draft-model';
@@ -23,8 +24,14 @@ export class DraftModelProposer implements Proposer {
   constructor(
     private readonly lm: CausalLM,
     private readonly qEntries: number,
+    start?: { tokens: readonly number[]; cache: KvCache } | null,
   ) {
-    this.cache = lm.emptyCache();
+    this.cache = start?.cache ?? lm.emptyCache();
+    if (start) this.cachedTokens = start.tokens.slice(0, this.cache.length);
+  }
+
+  draftKv() {
+    return { tokens: this.cachedTokens, cache: this.cache };
   }
 
   async propose(context: readonly number[], maxTokens: number, sampling: WireSampling, options: ProposeOptions = {}): Promise<DraftToken[]> {

@@ -1,4 +1,5 @@
 import type { DraftToken } from '../../shared/sampling';
+import type { KvCache } from '../../shared/model';
 import type { WireSampling } from '../../shared/protocol';
 
 /**
@@ -10,6 +11,8 @@ import type { WireSampling } from '../../shared/protocol';
 export interface Proposer {
   readonly name: string;
   propose(context: readonly number[], maxTokens: number, sampling: WireSampling, options?: ProposeOptions): Promise<DraftToken[]>;
+  /** Proposers that run a model: the KV they hold now (positions of `tokens`), for the prefix cache to store. */
+  draftKv?(): { tokens: readonly number[]; cache: KvCache };
 }
 
 export interface ProposeOptions {

@@ -10,11 +10,12 @@ import { completionRequestSchema, type CompletionRequest } from '../openai/reque
 import { completionChunk, newCompletionMeta, usage } from '../openai/response';
 import { StopMatcher } from '../openai/stop';
 import { createOriginClient, type OriginClient } from '../origin';
-import { createProposer } from '../proposers';
+import { draftPrefixCache, tenantCacheSalt, tenantOrigin, type TenantVariables } from '../prefix-cache';
+import { createProposer, type Proposer } from '../proposers';
 import { decode, type FinishReason, type GenerationInput, type SpeculationPlan } from '../speculation/loop';
 import { newStats, statsToJson } from '../speculation/stats';
 
-export const completions = new Hono<{ Bindings: Env }>();
+export const completions = new Hono<{ Bindings: Env; Variables: TenantVariables }>();
 
 completions.post('/v1/completions', async (c) => {
   const config = edgeConfig(c.env);
@@ -47,7 +48,24 @@ completions.post('/v1/completions', async (c) => {
   };
   const plan = speculationPlan(request, config);
   const stats = newStats(plan.mode, plan.draftLength, plan.method);
-  const rounds = decode(input, plan, () => createProposer('draft-model', engine, { qEntries: config.draftQEntries }), origin, stats, c.req.raw.signal);
+
+  // Prefix cache (functions/prefix-cache): the draft starts from the longest cached prefix of the
+  // prompt and runs only over the rest; the origin reuses target KV under the same tenant salt.
+  const cacheSalt = tenantCacheSalt(c);
+  const prefixCache = plan.mode !== 'origin' ? draftPrefixCache(c.env, config, engine, cacheSalt) : null;
+  const restored = prefixCache ? await prefixCache.restore(prompt) : null;
+  const originCachedTokens: number[] = [];
+  const tenantClient = tenantOrigin(origin, cacheSalt, (tokens) => originCachedTokens.push(tokens));
+  let proposer: Proposer | null = null;
+  const newProposer = () => (proposer = createProposer('draft-model', engine, { qEntries: config.draftQEntries, prefix: restored?.prefix }));
+  /** After the response: keep the draft KV's new full blocks (prompt and generated text) for the next request. */
+  const storePrefix = () => {
+    const state = (proposer as Proposer | null)?.draftKv?.();
+    if (prefixCache && restored && state) {
+      c.executionCtx.waitUntil(prefixCache.store(state, restored.keys, restored.cachedTokens / config.prefixCache.blockTokens));
+    }
+  };
+  const rounds = decode(input, plan, newProposer, tenantClient, stats, c.req.raw.signal);
 
   // Run the first round before answering, so an unreachable origin is a clean 5xx, not a broken stream.
   const first = await rounds.next();
@@ -74,8 +92,9 @@ completions.post('/v1/completions', async (c) => {
   }
 
   const final = () => ({
-    usage: usage(prompt.length, generatedIds.length, stats.drafted, stats.accepted),
-    speculation: statsToJson(stats, generatedIds.length),
+    // Cached prompt tokens: draft KV restored at the edge; origin-only decoding reports the origin's target KV.
+    usage: usage(prompt.length, generatedIds.length, stats.drafted, stats.accepted, restored ? restored.cachedTokens : (originCachedTokens[0] ?? 0)),
+    speculation: { ...statsToJson(stats, generatedIds.length), prompt_cached_tokens: restored?.cachedTokens ?? 0, origin_cached_tokens: originCachedTokens },
   });
 
   if (!request.stream) {
@@ -85,6 +104,7 @@ completions.post('/v1/completions', async (c) => {
     for (; !step.done; step = await pieces.next()) text += step.value.text;
     const body = completionChunk(meta, text, step.value, final());
     if (request.return_token_ids) Object.assign(body.choices[0], { prompt_token_ids: prompt, token_ids: generatedIds });
+    storePrefix();
     return c.json(body);
   }
 
@@ -101,6 +121,7 @@ completions.post('/v1/completions', async (c) => {
       }
       await send(completionChunk(meta, '', step.value, final()));
       if (request.stream_options?.include_usage) await send({ ...completionChunk(meta, '', null), choices: [], ...final() });
+      storePrefix();
     } catch (err) {
       // Headers are sent: the failure can only travel in the stream, in OpenAI's error shape.
       const apiError = err instanceof ApiError ? err : new ApiError(502, `generation failed: ${(err as Error).message}`);

@@ -13,6 +13,8 @@ export async function setup(project: TestProject) {
     edgePort,
     // Per port, so several test runs on one machine never share local state.
     persistTo: `.wrangler/test-state-${edgePort}`,
+    // Test hooks: /internal/prefix-cache and the test tenant header (functions/routes/prefix-cache-internal.ts).
+    vars: { TEST_ROUTES: 'on' },
     targetDir: TARGET_DIR,
     draftDir: DRAFT_DIR,
     log: (line) => console.log(`[edge-stack] ${line}`),

@@ -1,0 +1,2 @@
+export * from './block-hash';
+export * from './kv-blocks';
