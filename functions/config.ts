@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { Env } from './env';
+import { parseOrigins, type OriginSpec } from './origin/config';
 
 /** The edge's configuration, parsed once from wrangler vars with a clear message on a bad value. */
 export interface EdgeConfig {
@@ -16,6 +17,13 @@ export interface EdgeConfig {
   draftMinConfidence: number;
   draftQEntries: number;
   originTimeoutMs: number;
+  /** ORIGINS when set, else ORIGIN_URL as the one reference origin (functions/origin/config.ts). */
+  origins: OriginSpec[];
+  /** Shared secret signing calls to reference origins (wrangler secret ORIGIN_SECRET); unset = unsigned. */
+  originSecret?: string;
+  /** Bearer token for engine origins (SGLang/vLLM --api-key). */
+  originApiKey?: string;
+  originPool: { retries: number; breakerFailures: number; breakerCooldownMs: number; healthIntervalMs: number };
   prefixCache: { cacheSalt: string; blockTokens: number; maxBytes: number; ttlMs: number };
 }
 
@@ -33,6 +41,12 @@ const configSchema = z.object({
   DRAFT_MIN_CONFIDENCE: z.coerce.number().min(0).max(1).optional().transform((v) => v ?? 0.3),
   DRAFT_Q_ENTRIES: intVar(1, 256, 32),
   ORIGIN_TIMEOUT_MS: intVar(100, 600_000, 30_000),
+  ORIGIN_SECRET: z.string().min(16, 'ORIGIN_SECRET must be at least 16 characters (use a random 32-byte hex string)').optional().or(z.literal('').transform(() => undefined)),
+  ORIGIN_API_KEY: z.string().optional(),
+  ORIGIN_RETRIES: intVar(0, 10, 2),
+  ORIGIN_BREAKER_FAILURES: intVar(1, 100, 3),
+  ORIGIN_BREAKER_COOLDOWN_MS: intVar(100, 600_000, 5_000),
+  ORIGIN_HEALTH_INTERVAL_MS: intVar(500, 3_600_000, 10_000),
   PREFIX_CACHE_SALT: z.string().max(256).default(''),
   PREFIX_CACHE_BLOCK_TOKENS: intVar(1, 1024, 16),
   // A SQLite-backed object holds up to 10 GB.
@@ -47,6 +61,12 @@ export function edgeConfig(env: Env): EdgeConfig {
   const parsed = configSchema.safeParse({ ...env, MODELS: undefined, PREFIX_CACHE: undefined });
   if (!parsed.success) throw new Error(`edgespec configuration (wrangler.toml [vars]): ${z.prettifyError(parsed.error)}`);
   const v = parsed.data;
+  let origins: OriginSpec[];
+  try {
+    origins = parseOrigins(env.ORIGINS, v.ORIGIN_URL);
+  } catch (err) {
+    throw new Error(`edgespec configuration (wrangler.toml [vars]): ${(err as Error).message}`);
+  }
   const config: EdgeConfig = {
     originUrl: v.ORIGIN_URL.replace(/\/+$/, ''),
     draftModel: v.DRAFT_MODEL.replace(/\/+$/, ''),
@@ -58,6 +78,15 @@ export function edgeConfig(env: Env): EdgeConfig {
     draftMinConfidence: v.DRAFT_MIN_CONFIDENCE,
     draftQEntries: v.DRAFT_Q_ENTRIES,
     originTimeoutMs: v.ORIGIN_TIMEOUT_MS,
+    origins,
+    originSecret: v.ORIGIN_SECRET,
+    originApiKey: v.ORIGIN_API_KEY || undefined,
+    originPool: {
+      retries: v.ORIGIN_RETRIES,
+      breakerFailures: v.ORIGIN_BREAKER_FAILURES,
+      breakerCooldownMs: v.ORIGIN_BREAKER_COOLDOWN_MS,
+      healthIntervalMs: v.ORIGIN_HEALTH_INTERVAL_MS,
+    },
     prefixCache: {
       cacheSalt: v.PREFIX_CACHE_SALT,
       blockTokens: v.PREFIX_CACHE_BLOCK_TOKENS,

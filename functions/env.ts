@@ -24,6 +24,20 @@ export interface Env {
   DRAFT_Q_ENTRIES?: string;
   /** Milliseconds before an origin call is abandoned. */
   ORIGIN_TIMEOUT_MS?: string;
+  /** Several origins: JSON array of {id?, url, kind?, weight?, ...} (functions/origin/config.ts); overrides ORIGIN_URL. */
+  ORIGINS?: string | unknown[];
+  /** Secret: HMAC key signing verify/generate calls to reference origins (the origin's ORIGIN_SECRET). */
+  ORIGIN_SECRET?: string;
+  /** Secret: bearer token for SGLang/vLLM origins started with --api-key. */
+  ORIGIN_API_KEY?: string;
+  /** Extra attempts of an idempotent origin call on another origin. */
+  ORIGIN_RETRIES?: string;
+  /** Consecutive failures that open an origin's circuit breaker. */
+  ORIGIN_BREAKER_FAILURES?: string;
+  /** First open period of a breaker before its half-open probe (doubles on each failed probe, up to 60 s). */
+  ORIGIN_BREAKER_COOLDOWN_MS?: string;
+  /** Active health check period of a healthy origin. */
+  ORIGIN_HEALTH_INTERVAL_MS?: string;
   /** "on" mounts /internal/bench/* (benchmarks only). */
   BENCH_ROUTES?: string;
   /** Durable Objects holding draft KV blocks (functions/prefix-cache); absent = no prefix cache. */

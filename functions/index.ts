@@ -11,7 +11,7 @@ import { prefixCacheInternal, testTenant } from './routes/prefix-cache-internal'
 const app = new Hono<{ Bindings: Env }>();
 
 app.onError((err, c) => {
-  if (isApiError(err)) return c.json(err.toBody(), err.status);
+  if (isApiError(err)) return c.json(err.toBody(), err.status, err.headers);
   // Anything else is a bug or a platform failure; say so in OpenAI's shape and keep the isolate alive.
   console.error('[edge] unexpected error', err);
   const body = new ApiError(502, `edge failure: ${err.message}`, null, 'edge_error').toBody();

@@ -1,14 +1,13 @@
 import { argmax, counterRng, isGreedy, processLogits, sampleFrom } from '../shared/sampling';
 import type { GenerateEvent, GenerateRequest } from '../shared/protocol';
-import type { TargetModel } from './target';
-import { checkTokens } from './verify';
+import { checkTokens, type ForwardTarget } from './verify';
 
 /**
  * Origin-only autoregressive decoding: the baseline speculation is measured
  * against and the path the edge falls back to. Position `offset + i` draws
  * from the 'sample' stream, the same draw verification uses for a bonus token.
  */
-export async function* generateTokens(target: TargetModel, request: GenerateRequest, signal?: AbortSignal): AsyncGenerator<GenerateEvent> {
+export async function* generateTokens(target: ForwardTarget, request: GenerateRequest, signal?: AbortSignal): AsyncGenerator<GenerateEvent> {
   const { sampling } = request;
   const { vocabSize, maxPositions } = target.config;
   checkTokens(request.context, vocabSize, maxPositions);

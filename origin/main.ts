@@ -6,6 +6,8 @@ import { loadModel, type OrtRuntime } from '../shared/model';
 import { folderFiles } from '../shared/model/node-files';
 import { createOriginApp } from './app';
 import { costModel, holdForwardPasses } from './cost-model';
+import { selectDevice } from './device';
+import { ForwardQueue } from './queue';
 import { TargetModel } from './target';
 
 const { values } = parseArgs({
@@ -15,31 +17,49 @@ const { values } = parseArgs({
     model: { type: 'string', default: process.env.ORIGIN_MODEL ?? 'models/edgespec-target' },
     id: { type: 'string', default: process.env.ORIGIN_ID ?? 'origin-0' },
     threads: { type: 'string', default: process.env.ORIGIN_THREADS ?? '1' },
-    // Benchmarks: hold each forward pass to a modelled GPU duration (origin/cost-model.ts).
-    'cost-model': { type: 'string', default: process.env.ORIGIN_COST_MODEL ?? '' },
+    device: { type: 'string', default: process.env.ORIGIN_DEVICE ?? 'cpu' },
+    concurrency: { type: 'string', default: process.env.ORIGIN_CONCURRENCY ?? '1' },
+    'max-queue': { type: 'string', default: process.env.ORIGIN_MAX_QUEUE ?? '256' },
+    'allow-unauthenticated': { type: 'boolean', default: false },
     'kv-cache-mb': { type: 'string', default: process.env.ORIGIN_KV_CACHE_MB ?? '256' },
     'kv-block': { type: 'string', default: process.env.ORIGIN_KV_BLOCK ?? '16' },
+    // Benchmarks: hold each forward pass to a modelled GPU duration (origin/cost-model.ts).
+    'cost-model': { type: 'string', default: process.env.ORIGIN_COST_MODEL ?? '' },
   },
 });
+// The shared secret comes from the environment, never a flag: flags show up in `ps`.
+const secret = process.env.ORIGIN_SECRET || undefined;
 
 const port = Number(values.port);
 const threads = Number(values.threads);
 if (!Number.isInteger(port) || port <= 0 || port > 65535) fail(`--port must be a TCP port, got "${values.port}"`);
 if (!Number.isInteger(threads) || threads < 1) fail(`--threads must be a positive integer, got "${values.threads}"`);
+const concurrency = Number(values.concurrency);
+const maxQueue = Number(values['max-queue']);
+if (!Number.isInteger(concurrency) || concurrency < 1) fail(`--concurrency must be a positive integer, got "${values.concurrency}"`);
+if (!Number.isInteger(maxQueue) || maxQueue < 0) fail(`--max-queue must be a non-negative integer, got "${values['max-queue']}"`);
+if (values.device !== 'cpu' && values.device !== 'cuda') fail(`--device must be "cpu" or "cuda", got "${values.device}"`);
 const kvCacheMb = Number(values['kv-cache-mb']);
 const kvBlock = Number(values['kv-block']);
 if (!(kvCacheMb >= 0)) fail(`--kv-cache-mb must be a non-negative number of MiB, got "${values['kv-cache-mb']}"`);
 if (!Number.isInteger(kvBlock) || kvBlock < 1) fail(`--kv-block must be a positive integer (tokens per KV block), got "${values['kv-block']}"`);
+const loopback = ['127.0.0.1', 'localhost', '::1'].includes(values.host!);
+if (!secret && !loopback && !values['allow-unauthenticated']) {
+  fail(`refusing to serve the target on ${values.host} without authentication: set ORIGIN_SECRET (the edge's ORIGIN_SECRET), or pass --allow-unauthenticated`);
+}
 
 const modelDir = resolve(values.model!);
 const files = folderFiles(modelDir);
 
 const started = performance.now();
-const { lm, onnxPath, config } = await loadModel(ort as unknown as OrtRuntime, files, 'full', {
-  intraOpNumThreads: threads,
-  interOpNumThreads: 1,
-}).catch((err: Error) => fail(`cannot load target model from ${values.model}: ${err.message}`));
+const sessionOptions = { intraOpNumThreads: threads, interOpNumThreads: 1 };
+const { device, loaded } = await selectDevice(values.device as 'cpu' | 'cuda', (executionProviders) =>
+  loadModel(ort as unknown as OrtRuntime, files, 'full', executionProviders ? { ...sessionOptions, executionProviders } : sessionOptions),
+  (line) => console.warn(`[origin ${values.id}] ${line}`),
+).catch((err: Error) => fail(`cannot load target model from ${values.model}: ${err.message}`));
+const { lm, onnxPath, config } = loaded;
 const modelName = modelDir.split(/[\\/]/).pop()!;
+const queue = new ForwardQueue(concurrency, maxQueue);
 const target = new TargetModel(lm, { modelId: modelName, maxBytes: kvCacheMb * 2 ** 20, blockTokens: kvBlock });
 if (values['cost-model']) {
   const model = (() => {
@@ -53,12 +73,13 @@ if (values['cost-model']) {
   console.log(`[origin ${values.id}] forward passes held to the GPU cost model ${model.describe}`);
   process.on('exit', () => console.log(`[origin ${values.id}] cost model: ${held.overruns} of ${held.passes} passes ran longer on this CPU than modelled`));
 }
-const app = createOriginApp({ id: values.id!, modelName, target });
+const app = createOriginApp({ id: values.id!, modelName, target, secret, queue, device });
+if (!secret) console.warn(`[origin ${values.id}] no ORIGIN_SECRET: verify and generate accept unsigned requests (fine on loopback, never on a network)`);
 
 const server = serve({ fetch: app.fetch, port, hostname: values.host }, (info) => {
   console.log(
     `[origin ${values.id}] ${modelName} (${onnxPath}, ${config.numLayers} layers, vocab ${config.vocabSize}, context ${config.maxPositions}) ` +
-      `loaded in ${Math.round(performance.now() - started)} ms; listening on http://${values.host}:${info.port}`,
+      `on ${device}, loaded in ${Math.round(performance.now() - started)} ms; listening on http://${values.host}:${info.port}`,
   );
 });
 server.on('error', (err) => fail(`cannot listen on ${values.host}:${port}: ${err.message}`));

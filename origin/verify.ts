@@ -10,11 +10,14 @@ export interface VerifyResult {
   cachedTokens: number;
 }
 
+/** What verification needs of the target: its config and a (possibly queued) forward pass. */
+export type ForwardTarget = Pick<TargetModel, 'config' | 'logitsFrom'>;
+
 /**
  * One verify round: a single target forward over context + draft yields k+1
  * distributions; the shared verification rules decide what is accepted.
  */
-export async function verifyDraft(target: TargetModel, request: VerifyRequest): Promise<VerifyResult> {
+export async function verifyDraft(target: ForwardTarget, request: VerifyRequest): Promise<VerifyResult> {
   const { context, draft, sampling } = request;
   const vocab = target.config.vocabSize;
   const tokens = [...context, ...draft.map((d) => d.token)];

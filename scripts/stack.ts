@@ -29,6 +29,8 @@ export interface OriginOptions extends ProcessOptions {
   threads?: number;
   /** Extra origin flags, e.g. ['--cost-model', 'h100-llama-3.1-8b'] (benchmarks). */
   args?: string[];
+  /** Shared secret (ORIGIN_SECRET): the origin then refuses unsigned verify/generate. Unset = unsigned. */
+  secret?: string;
 }
 
 export interface EdgeOptions extends ProcessOptions {
@@ -40,6 +42,8 @@ export interface EdgeOptions extends ProcessOptions {
   vars?: Record<string, string>;
   /** Where wrangler keeps local R2/DO state. */
   persistTo?: string;
+  /** ORIGIN_SECRET for signing origin calls (a wrangler secret in production; a --var locally). */
+  secret?: string;
 }
 
 export async function startOrigin(options: OriginOptions): Promise<Service> {
@@ -49,7 +53,8 @@ export async function startOrigin(options: OriginOptions): Promise<Service> {
   const args = ['--import', 'tsx', 'origin/main.ts', '--port', String(options.port), '--model', targetDir, '--threads', String(options.threads ?? 1)];
   if (options.id) args.push('--id', options.id);
   if (options.args) args.push(...options.args);
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // The secret travels in the environment, never argv; an ORIGIN_SECRET of the parent is not inherited by accident.
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ORIGIN_SECRET: options.secret ?? '' } });
   return await supervise(child, `${url}/health`, url, '[origin]', 60_000, options);
 }
 
@@ -59,7 +64,8 @@ export async function startEdge(options: EdgeOptions): Promise<Service> {
   const url = `http://127.0.0.1:${options.port}`;
   await seedModels({ persistTo, modelDirs: [draftDir], log: options.log });
   const draftName = draftDir.split(/[\\/]/).filter(Boolean).pop()!;
-  const vars = { ORIGIN_URL: options.originUrl, DRAFT_MODEL: draftName, ...options.vars };
+  const vars: Record<string, string> = { ORIGIN_URL: options.originUrl, DRAFT_MODEL: draftName, ...options.vars };
+  if (options.secret) vars.ORIGIN_SECRET = options.secret;
   options.log?.(`starting edge (wrangler dev, workerd) on ${url}`);
   const child = spawn(
     process.execPath,

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { startStack } from './stack';
@@ -29,6 +30,8 @@ const stack = await startStack({
   targetDir: values.target,
   draftDir: values.draft,
   inheritOutput: true,
+  // Edge -> origin calls are signed even locally: a fresh secret per run unless ORIGIN_SECRET is set.
+  secret: process.env.ORIGIN_SECRET || randomBytes(32).toString('hex'),
   log: (line) => console.log(`[start] ${line}`),
 }).catch((err: Error) => {
   console.error(`[start] ${err.message}`);

@@ -22,6 +22,9 @@ const typeForStatus: Record<ApiErrorStatus, string> = {
 };
 
 export class ApiError extends Error {
+  /** Extra response headers, e.g. Retry-After on a 503. */
+  headers?: Record<string, string>;
+
   constructor(
     readonly status: ApiErrorStatus,
     message: string,

@@ -45,6 +45,8 @@ export interface OriginStats {
   forward_ms: number;
   /** Context tokens whose target KV was already held, so not recomputed. */
   cached_tokens: number;
+  /** Time this call waited for the origin's forward-pass queue (reference origin). */
+  queue_ms?: number;
 }
 
 export interface VerifyResponse {
@@ -79,4 +81,10 @@ export interface OriginHealth {
   model: string;
   vocab_size: number;
   max_positions: number;
+  /** Reference origin: execution provider in use ("cpu", "cuda"). */
+  device?: string;
+  /** Reference origin: "hmac-sha256" when verify/generate require signatures, "none" otherwise. */
+  auth?: string;
+  /** Reference origin: forward-pass queue (concurrency, running, waiting, served, mean_queue_ms). */
+  queue?: { concurrency: number; running: number; waiting: number; served: number; mean_queue_ms: number };
 }

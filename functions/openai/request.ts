@@ -35,6 +35,8 @@ export const completionRequestSchema = z.strictObject({
   user: z.string().optional(),
   /** vLLM's extension: also return the prompt's and the completion's token ids. */
   return_token_ids: z.boolean().optional(),
+  /** edgespec: "draft" lets the draft model answer alone when no origin can (labelled in the response); "none" (default) answers 503. */
+  fallback: z.enum(['none', 'draft']).optional(),
   speculation: z
     .strictObject({
       /** Draft tokens per round; 0 turns speculation off (origin-only decoding). */

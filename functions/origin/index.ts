@@ -1,9 +1,77 @@
 import type { EdgeConfig } from '../config';
 import { HttpOriginClient, type OriginClient } from './client';
+import { prefixAffinityKey } from './affinity';
+import type { OriginSpec } from './config';
+import { EngineOriginClient } from './engines/scored';
+import { SglangScorer } from './engines/sglang';
+import { VllmScorer } from './engines/vllm';
+import { OriginPool, type PoolMember } from './pool';
 
 export type { OriginClient } from './client';
 
-/** The one place the edge chooses how to reach origins (a single URL today). */
-export function createOriginClient(config: EdgeConfig): OriginClient {
-  return new HttpOriginClient(config.originUrl, config.originTimeoutMs);
+/** A probe must never hold a request for long: all-down has to answer within 2 s. */
+const HEALTH_TIMEOUT_MS = 1500;
+
+/**
+ * The one place the edge chooses how to reach origins: a pool (one origin
+ * from ORIGIN_URL, or ORIGINS), and per generation a session with prefix
+ * affinity on the prompt's first block. `waitUntil` lets due health probes
+ * outlive the request.
+ */
+export function createOriginClient(
+  config: EdgeConfig,
+  options: { affinityTokens?: readonly number[]; waitUntil?: (promise: Promise<unknown>) => void } = {},
+): OriginClient {
+  const pool = originPool(config);
+  pool.maintain(options.waitUntil);
+  const key = options.affinityTokens?.length ? prefixAffinityKey(options.affinityTokens, config.modelId, config.prefixCache.blockTokens) : null;
+  return pool.session(key);
+}
+
+/** The isolate's pool for this configuration: breaker state lives as long as the isolate. */
+let cached: { key: string; pool: OriginPool } | null = null;
+
+export function originPool(config: EdgeConfig): OriginPool {
+  const key = JSON.stringify([config.origins, config.originPool, config.originTimeoutMs, config.originSecret ?? '', config.originApiKey ?? '']);
+  if (cached?.key === key) return cached.pool;
+  const { retries, breakerFailures, breakerCooldownMs, healthIntervalMs } = config.originPool;
+  const pool = new OriginPool(
+    config.origins.map((spec) => memberFor(spec, config)),
+    {
+      retries,
+      backoffBaseMs: 50,
+      backoffMaxMs: 400,
+      breaker: { failureThreshold: breakerFailures, cooldownMs: breakerCooldownMs, maxCooldownMs: Math.max(breakerCooldownMs, 60_000) },
+      healthIntervalMs,
+    },
+  );
+  cached = { key, pool };
+  return pool;
+}
+
+/** One client per configured origin; a new engine kind adds one case here. */
+function memberFor(spec: OriginSpec, config: EdgeConfig): PoolMember {
+  const base = { id: spec.id, url: spec.url, kind: spec.kind, weight: spec.weight };
+  const timeoutMs = config.originTimeoutMs;
+  switch (spec.kind) {
+    case 'reference':
+      return { ...base, client: new HttpOriginClient(spec.url, timeoutMs, { secret: config.originSecret, name: spec.id, healthTimeoutMs: HEALTH_TIMEOUT_MS }) };
+    case 'sglang':
+    case 'vllm': {
+      const scorer =
+        spec.kind === 'sglang'
+          ? new SglangScorer({ id: spec.id, baseUrl: spec.url, timeoutMs, apiKey: config.originApiKey })
+          : new VllmScorer({ id: spec.id, baseUrl: spec.url, timeoutMs, apiKey: config.originApiKey, model: spec.model! });
+      const client = new EngineOriginClient(scorer, {
+        id: spec.id,
+        baseUrl: spec.url,
+        timeoutMs,
+        vocabSize: spec.vocabSize!,
+        maxPositions: spec.maxPositions!,
+        topLogprobs: spec.topLogprobs,
+        healthTimeoutMs: HEALTH_TIMEOUT_MS,
+      });
+      return { ...base, client };
+    }
+  }
 }

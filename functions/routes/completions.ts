@@ -10,6 +10,7 @@ import { completionRequestSchema, type CompletionRequest } from '../openai/reque
 import { completionChunk, newCompletionMeta, usage } from '../openai/response';
 import { StopMatcher } from '../openai/stop';
 import { createOriginClient, type OriginClient } from '../origin';
+import { DraftOnlyOrigin, isOriginsUnavailable, withDraftFallback, type FallbackState } from '../origin/draft-only';
 import { draftPrefixCache, tenantCacheSalt, tenantOrigin, type TenantVariables } from '../prefix-cache';
 import { createProposer, type Proposer } from '../proposers';
 import { decode, type FinishReason, type GenerationInput, type SpeculationPlan } from '../speculation/loop';
@@ -26,9 +27,19 @@ completions.post('/v1/completions', async (c) => {
   const engine = await draftEngine(c.env.MODELS, config.draftModel).catch((err: Error) => {
     throw new ApiError(503, `draft model "${config.draftModel}" could not be loaded from the MODELS bucket: ${err.message}`, null, 'draft_unavailable');
   });
-  const origin = createOriginClient(config);
-  const targetLimits = await originLimits(origin, engine);
   const prompt = tokenizePrompt(request, engine);
+  // Origin pool session with affinity to the prompt's first block; `fallback: "draft"` lets the draft answer alone when no origin can.
+  const pool = createOriginClient(config, { affinityTokens: prompt, waitUntil: waitUntilOf(c) });
+  const fallback: FallbackState = { reason: null, fromToken: 0 };
+  const origin: OriginClient =
+    request.fallback === 'draft'
+      ? withDraftFallback(pool, new DraftOnlyOrigin(createProposer('draft-model', engine, { qEntries: config.draftQEntries }), engine.config), fallback)
+      : pool;
+  const targetLimits = await originLimits(pool, engine).catch((err: unknown) => {
+    if (request.fallback !== 'draft' || !isOriginsUnavailable(err)) throw err;
+    fallback.reason = err.message;
+    return { maxPositions: engine.config.maxPositions };
+  });
   const maxPositions = Math.min(engine.config.maxPositions, targetLimits.maxPositions);
   if (prompt.length >= maxPositions) {
     throw new ApiError(413, `This model's maximum context length is ${maxPositions} tokens; the prompt has ${prompt.length} and leaves no room to generate.`, 'prompt', 'context_length_exceeded');
@@ -95,6 +106,8 @@ completions.post('/v1/completions', async (c) => {
     // Cached prompt tokens: draft KV restored at the edge; origin-only decoding reports the origin's target KV.
     usage: usage(prompt.length, generatedIds.length, stats.drafted, stats.accepted, restored ? restored.cachedTokens : (originCachedTokens[0] ?? 0)),
     speculation: { ...statsToJson(stats, generatedIds.length), prompt_cached_tokens: restored?.cachedTokens ?? 0, origin_cached_tokens: originCachedTokens },
+    // Draft-only output is not the target's: say so wherever a client looks.
+    ...(fallback.reason !== null ? { fallback: { mode: 'draft', from_token: fallback.fromToken, reason: fallback.reason } } : {}),
   });
 
   if (!request.stream) {
@@ -105,9 +118,11 @@ completions.post('/v1/completions', async (c) => {
     const body = completionChunk(meta, text, step.value, final());
     if (request.return_token_ids) Object.assign(body.choices[0], { prompt_token_ids: prompt, token_ids: generatedIds });
     storePrefix();
+    if (fallback.reason !== null) c.header('x-edgespec-fallback', 'draft');
     return c.json(body);
   }
 
+  if (fallback.reason !== null) c.header('x-edgespec-fallback', 'draft');
   return streamSSE(c, async (sse) => {
     const pieces = textRounds();
     const send = (chunk: object) => sse.writeSSE({ data: JSON.stringify(chunk) });
@@ -130,6 +145,16 @@ completions.post('/v1/completions', async (c) => {
     await sse.writeSSE({ data: '[DONE]' });
   });
 });
+
+/** waitUntil of the request, when the runtime has one (workerd does; a bare app.request does not). */
+function waitUntilOf(c: { executionCtx: { waitUntil(promise: Promise<unknown>): void } }): ((promise: Promise<unknown>) => void) | undefined {
+  try {
+    const ctx = c.executionCtx;
+    return (promise) => ctx.waitUntil(promise.catch(() => {}));
+  } catch {
+    return undefined;
+  }
+}
 
 /** The request's `speculation` object over the configured defaults; draft_length 0 means origin-only decoding. */
 function speculationPlan(request: CompletionRequest, config: EdgeConfig): SpeculationPlan {

@@ -1,17 +1,23 @@
 import { Hono } from 'hono';
 import { edgeConfig } from '../config';
 import type { Env } from '../env';
+import { originPool } from '../origin';
 
 export const health = new Hono<{ Bindings: Env }>();
 
-/** Liveness of the edge itself; `?deep=1` also asks the origin, which a load balancer should not do on every probe. */
+/**
+ * Liveness of the edge itself; `?deep=1` also probes every origin (an active
+ * health check that feeds the breakers) and reports the pool: each origin's
+ * breaker state, latency and error rate as this isolate sees them. A load
+ * balancer should not send deep probes on every check.
+ */
 health.get('/health', async (c) => {
   const config = edgeConfig(c.env);
   if (!c.req.query('deep')) return c.json({ status: 'ok', model: config.modelId });
-  try {
-    const response = await fetch(`${config.originUrl}/health`, { signal: AbortSignal.timeout(2000) });
-    return c.json({ status: response.ok ? 'ok' : 'degraded', model: config.modelId, origin: response.ok ? await response.json() : null }, response.ok ? 200 : 503);
-  } catch (err) {
-    return c.json({ status: 'degraded', model: config.modelId, origin: null, error: (err as Error).message }, 503);
-  }
+  const pool = originPool(config);
+  const probes = await Promise.all(pool.members.map((member) => pool.probe(member)));
+  const healthy = probes.filter((p) => p !== null);
+  const status = healthy.length === probes.length ? 'ok' : 'degraded';
+  const origins = pool.status().map((member, i) => ({ ...member, health: probes[i] }));
+  return c.json({ status, model: config.modelId, origin: healthy[0] ?? null, origins }, healthy.length ? 200 : 503);
 });
