@@ -27,6 +27,8 @@ export interface RoundObservation {
   verifyWallMs: number;
   /** The origin's own forward time for the round (ms), as it reported. */
   forwardMs: number;
+  /** Positions the origin ran that were not drafts or the last correction (a prompt prefill): kept out of the forward-time line. */
+  prefillTokens?: number;
 }
 
 export interface ControllerOptions {
@@ -61,7 +63,8 @@ export class LinkEstimator {
     counts.rejected = counts.rejected * DECAY + (round.accepted < round.drafted ? 1 : 0);
     if (round.drafted > 0) this.addDraftTime(round.draftMs / round.drafted);
     this.addLink(Math.max(0, round.verifyWallMs - round.forwardMs));
-    this.addForward(round.drafted + 1, round.forwardMs);
+    // A few re-run positions are normal (a block-granular origin cache); a prompt prefill is not a decode step.
+    if ((round.prefillTokens ?? 0) <= 32) this.addForward(round.drafted + 1, round.forwardMs);
     this.observations++;
   }
 
@@ -103,9 +106,9 @@ export class LinkEstimator {
   }
 
   private addLink(ms: number) {
-    // The link moves faster than the models: forget it faster.
-    this.link.sum = this.link.sum * 0.8 + ms;
-    this.link.weight = this.link.weight * 0.8 + 1;
+    // The link moves faster than the models: forget it fast (the last round weighs half).
+    this.link.sum = this.link.sum * 0.5 + ms;
+    this.link.weight = this.link.weight * 0.5 + 1;
   }
 
   private addForward(n: number, ms: number) {

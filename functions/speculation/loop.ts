@@ -148,8 +148,18 @@ async function* speculate(
       stats.accepted += verdict.accepted;
       stats.originIds.add(verdict.origin.id);
       stats.originForwardMs += verdict.origin.forward_ms;
-      controller?.observe({ drafted: block.draft.length, accepted: verdict.accepted, draftMs: block.draftMs, verifyWallMs, forwardMs: verdict.origin.forward_ms });
-      if (!controller && depth === 1) link.observeRound({ drafted: block.draft.length, accepted: verdict.accepted, draftMs: block.draftMs, verifyWallMs, forwardMs: verdict.origin.forward_ms }, input.sampling.temperature === 0);
+      const observation = {
+        drafted: block.draft.length,
+        accepted: verdict.accepted,
+        draftMs: block.draftMs,
+        verifyWallMs,
+        forwardMs: verdict.origin.forward_ms,
+        // The origin ran everything it did not hold: beyond the last context token, that is a prefill.
+        prefillTokens: Math.max(0, block.context - verdict.origin.cached_tokens - 1),
+      };
+      if (controller) controller.observe(observation);
+      // Lockstep rounds measure the same link: the isolate learns from them too (pipelined wall times overlap, so not those).
+      else if (depth === 1) link.observeRound(observation, input.sampling.temperature === 0);
 
       let tokens: number[];
       if (verdict.accepted === block.draft.length && inflight.length > 0) {

@@ -13,13 +13,22 @@ const prompts = heldOutPrompts(20);
 const eosIds = [JSON.parse(readFileSync(`${TARGET_DIR}/config.json`, 'utf8')).eos_token_id].flat() as number[];
 const maxTokens = 32;
 
+/** Every mode and verification rule, each with the draft lengths that stress it (README: Speculation modes). */
+const cases: Array<{ name: string; speculation: Record<string, unknown> }> = [
+  ...[1, 3, 4, 8].map((k) => ({ name: `lockstep k = ${k}`, speculation: { mode: 'lockstep', draft_length: k } })),
+  { name: 'lockstep k = 4, block verification', speculation: { mode: 'lockstep', draft_length: 4, method: 'block' } },
+  { name: 'pipelined k = 3, depth 2', speculation: { mode: 'pipelined', draft_length: 3, depth: 2 } },
+  { name: 'pipelined k = 1, depth 4', speculation: { mode: 'pipelined', draft_length: 1, depth: 4 } },
+  { name: 'adaptive (may hand over to the origin mid-generation)', speculation: { mode: 'adaptive', draft_length: 8 } },
+];
+
 describe('greedy speculative decoding is identical to target-only decoding', () => {
-  for (const k of [1, 3, 4, 8]) {
-    it(`k = ${k}, ${prompts.length} prompts`, async () => {
+  for (const { name, speculation } of cases) {
+    it(`${name}, ${prompts.length} prompts`, async () => {
       let rounds = 0;
       let emitted = 0;
       for (const prompt of prompts) {
-        const { status, json } = await complete({ prompt, max_tokens: maxTokens, temperature: 0, return_token_ids: true, speculation: { draft_length: k } });
+        const { status, json } = await complete({ prompt, max_tokens: maxTokens, temperature: 0, return_token_ids: true, speculation });
         expect(status).toBe(200);
         const choice = json.choices[0];
         const reference = await originGreedy(choice.prompt_token_ids, maxTokens, eosIds);
@@ -28,8 +37,9 @@ describe('greedy speculative decoding is identical to target-only decoding', () 
         emitted += choice.token_ids.length;
       }
       // Speculation must actually be happening: fewer rounds than tokens whenever any draft is accepted.
-      console.log(`k=${k}: ${emitted} tokens in ${rounds} rounds, mean accepted length ${(emitted / rounds).toFixed(2)}`);
-      expect(rounds).toBeLessThan(emitted);
+      console.log(`${name}: ${emitted} tokens in ${rounds} rounds, mean accepted length ${(emitted / rounds).toFixed(2)}`);
+      // The adaptive controller may rightly decode everything at the origin on a slow machine.
+      if (speculation.mode !== 'adaptive') expect(rounds).toBeLessThan(emitted);
     });
   }
 });

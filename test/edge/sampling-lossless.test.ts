@@ -16,8 +16,21 @@ const samples = 2000;
 const sampling = { temperature: 1, top_k: 8, top_p: 1 };
 const prompt = 'function parse(input) {\n  const result = ';
 
+/**
+ * Every mode: a pipelined successor decides token 2 whenever token 1's block is
+ * accepted in full (max_tokens 3 leaves it room to be drafted); adaptive mode
+ * may hand token 2 to the origin's own stream (RNG offset 1).
+ */
+const cases: Array<{ name: string; speculation: Record<string, unknown>; maxTokens: number; mustSpeculate: boolean }> = [
+  { name: 'lockstep k = 1', speculation: { mode: 'lockstep', draft_length: 1 }, maxTokens: 2, mustSpeculate: true },
+  // max_tokens 3 so k = 2 drafts fit: block verification then judges the pair as a block.
+  { name: 'lockstep k = 2, block verification', speculation: { mode: 'lockstep', draft_length: 2, method: 'block' }, maxTokens: 3, mustSpeculate: true },
+  { name: 'pipelined k = 1, depth 2', speculation: { mode: 'pipelined', draft_length: 1, depth: 2 }, maxTokens: 3, mustSpeculate: true },
+  { name: 'adaptive k <= 2', speculation: { mode: 'adaptive', draft_length: 2 }, maxTokens: 3, mustSpeculate: false },
+];
+
 describe('speculative sampling matches target-only sampling', () => {
-  it(`first two tokens over ${samples} seeds (chi-square)`, async () => {
+  it.each(cases)(`$name: first two tokens over ${samples} seeds (chi-square)`, async ({ speculation, maxTokens, mustSpeculate }) => {
     const first = await complete({ prompt, max_tokens: 1, temperature: 0, return_token_ids: true });
     const promptIds: number[] = first.json.choices[0].prompt_token_ids;
 
@@ -40,9 +53,9 @@ describe('speculative sampling matches target-only sampling', () => {
     const seeds = Array.from({ length: samples }, (_, i) => i);
     const worker = async () => {
       for (let seed = seeds.shift(); seed !== undefined; seed = seeds.shift()) {
-        const { status, json } = await complete({ prompt: promptIds, max_tokens: 2, ...sampling, seed, return_token_ids: true, speculation: { draft_length: 1 } });
+        const { status, json } = await complete({ prompt: promptIds, max_tokens: maxTokens, ...sampling, seed, return_token_ids: true, speculation });
         expect(status).toBe(200);
-        const key = json.choices[0].token_ids.join(',');
+        const key = json.choices[0].token_ids.slice(0, 2).join(',');
         counts.set(key, (counts.get(key) ?? 0) + 1);
         drafted += json.speculation.drafted;
         accepted += json.speculation.accepted;
@@ -59,8 +72,10 @@ describe('speculative sampling matches target-only sampling', () => {
     );
     console.log(`chi-square ${result.statistic.toFixed(1)} on ${result.df} df, p = ${result.pValue.toFixed(4)}; draft acceptance ${(accepted / drafted).toFixed(3)}`);
     // Both branches must be exercised for the test to mean anything.
-    expect(accepted).toBeGreaterThan(samples * 0.05);
-    expect(drafted - accepted).toBeGreaterThan(samples * 0.05);
+    if (mustSpeculate) {
+      expect(accepted).toBeGreaterThan(samples * 0.05);
+      expect(drafted - accepted).toBeGreaterThan(samples * 0.05);
+    }
     expect(result.pValue).toBeGreaterThan(1e-3);
   });
 });
