@@ -5,6 +5,7 @@ import { heldOutPrompts } from '../test/support/prompts';
 import { blockVerificationSuite } from './block-verification';
 import { draftSpeed } from './draft-speed';
 import { failoverSuite } from './failover';
+import { prefixCacheSuite } from './prefix-cache';
 import { startLatencyProxy, type LatencyProxy } from './latency-proxy';
 import { renderSvg } from './plot';
 import type { BenchRecord } from './records';
@@ -77,6 +78,15 @@ const suites: Array<{ name: string; run: (ctx: BenchContext) => Promise<BenchRec
     },
   },
   {
+    name: 'prefix-cache',
+    run(ctx) {
+      ctx.proxy.upstream = ctx.origins.measured.url;
+      ctx.proxy.rttMs = 0;
+      ctx.log('prefix-cache: TTFT cold vs warm for a prompt near the context length');
+      return prefixCacheSuite({ edgeUrl: ctx.edgeUrl, draftDir, repeats: quick ? 3 : 8, maxTokens: 16, tailTokens: 24, log: ctx.log });
+    },
+  },
+  {
     // Its own two origins and edge (bench/failover.ts): one origin is killed halfway.
     name: 'failover',
     run: (ctx) => failoverSuite({ targetDir, draftDir, quick: ctx.quick, log: ctx.log }),
@@ -93,7 +103,7 @@ const proxy = await startLatencyProxy({ port: 21791, upstream: measured.url });
 let edge: Service | undefined;
 const records: BenchRecord[] = [];
 try {
-  edge = await startEdge({ port: 28787, originUrl: proxy.url, draftDir, persistTo: '.wrangler/bench-state', vars: { BENCH_ROUTES: 'on' }, log });
+  edge = await startEdge({ port: 28787, originUrl: proxy.url, draftDir, persistTo: '.wrangler/bench-state', vars: { BENCH_ROUTES: 'on', TEST_ROUTES: 'on' }, log });
   const ctx: BenchContext = { edgeUrl: edge.url, proxy, origins: { measured, gpuModel }, quick, log };
   for (const suite of suites) {
     if (only && !only.has(suite.name)) continue;
