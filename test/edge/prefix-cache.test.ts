@@ -146,6 +146,19 @@ describe('prefix cache (PrefixCache Durable Object + origin target KV)', () => {
     await cacheOp(t, { action: 'budget', prompt, max_bytes: null });
   });
 
+  it('schedules expiry by alarm and, by its rule, drops blocks unused for the TTL', async () => {
+    const t = tenant('expire');
+    const first = await complete(t, `${prompts[2]}\n// expire`);
+    const state = await storedBlocks(t, first.promptIds, Math.floor(first.promptIds.length / B));
+    expect(state.alarm).toBeGreaterThan(Date.now() + state.ttlMs / 2);
+    // An hour-old block survives; one older than zero milliseconds (all of them) expires.
+    expect((await cacheOp(t, { action: 'expire', prompt: first.promptIds, older_than_ms: 3_600_000 })).expired).toBe(0);
+    expect((await cacheOp(t, { action: 'expire', prompt: first.promptIds, older_than_ms: 0 })).expired).toBe(state.blocks);
+    const after = await complete(t, first.promptIds);
+    expect(after.cached).toBe(0);
+    expect(after.tokens).toEqual(first.tokens);
+  });
+
   it('keeps one copy when two writers store the same prefix at once', async () => {
     const t = tenant('concurrent');
     const prompt = `${prompts[1]}\n// two writers`;
