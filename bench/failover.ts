@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { startEdge, startOrigin, type Service } from '../scripts/stack';
 import { heldOutPrompts } from '../test/support/prompts';
 import type { BenchRecord } from './records';
+import { sseData } from './sse';
 
 /**
  * Origin failover under load: two signed reference origins behind one edge,
@@ -153,33 +154,25 @@ async function streamCompletion(edgeUrl: string, prompt: string, maxTokens: numb
   }
   const result = { ...base, started: startedAt, ended: 0, ok: false, error: null as string | null };
   let sawDone = false;
-  let buffered = '';
-  const decoder = new TextDecoder();
-  for await (const piece of response.body) {
-    buffered += decoder.decode(piece as Uint8Array, { stream: true });
-    let end: number;
-    while ((end = buffered.indexOf('\n\n')) >= 0) {
-      const data = buffered.slice(0, end).replace(/^data: ?/, '');
-      buffered = buffered.slice(end + 2);
-      if (data === '[DONE]') {
-        sawDone = true;
-        continue;
-      }
-      const chunk = JSON.parse(data);
-      if (chunk.error) {
-        result.error = chunk.error.message;
-        continue;
-      }
-      const ids: number[] = chunk.choices?.[0]?.token_ids ?? [];
-      const at = performance.now() - t0;
-      for (const id of ids) {
-        result.tokens.push(id);
-        result.arrivals.push(at);
-      }
-      if (chunk.speculation) {
-        result.origin = chunk.speculation.origin;
-        result.rounds = chunk.speculation.rounds;
-      }
+  for await (const data of sseData(response.body)) {
+    if (data === '[DONE]') {
+      sawDone = true;
+      continue;
+    }
+    const chunk = JSON.parse(data);
+    if (chunk.error) {
+      result.error = chunk.error.message;
+      continue;
+    }
+    const ids: number[] = chunk.choices?.[0]?.token_ids ?? [];
+    const at = performance.now() - t0;
+    for (const id of ids) {
+      result.tokens.push(id);
+      result.arrivals.push(at);
+    }
+    if (chunk.speculation) {
+      result.origin = chunk.speculation.origin;
+      result.rounds = chunk.speculation.rounds;
     }
   }
   result.ended = performance.now() - t0;

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { loadFolderTokenizer } from '../test/support/models';
 import { heldOutPrompts } from '../test/support/prompts';
 import type { BenchRecord } from './records';
+import { streamCompletion } from './sse';
 
 /**
  * Prefix cache: time to first token and edge time for a prompt near the
@@ -96,34 +97,10 @@ export async function prefixCacheSuite(options: PrefixCacheOptions): Promise<Ben
 }
 
 async function streamOnce(edgeUrl: string, tenant: string, body: Record<string, unknown>): Promise<Run> {
-  const started = performance.now();
-  const response = await fetch(`${edgeUrl}/v1/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', 'x-edgespec-test-tenant': tenant },
-    body: JSON.stringify({ ...body, stream: true }),
-  });
-  if (!response.ok || !response.body) throw new Error(`completion failed: ${response.status} ${await response.text()}`);
-  let ttftMs = 0;
-  let buffered = '';
-  let last: any = null;
-  const decoder = new TextDecoder();
-  for await (const piece of response.body) {
-    buffered += decoder.decode(piece as Uint8Array, { stream: true });
-    let end: number;
-    while ((end = buffered.indexOf('\n\n')) >= 0) {
-      const data = buffered.slice(0, end).replace(/^data: ?/, '');
-      buffered = buffered.slice(end + 2);
-      if (data === '[DONE]') continue;
-      const chunk = JSON.parse(data);
-      if (chunk.error) throw new Error(`stream error: ${chunk.error.message}`);
-      if (!ttftMs && chunk.choices?.[0]?.text) ttftMs = performance.now() - started;
-      last = chunk;
-    }
-  }
-  const wallMs = performance.now() - started;
+  const { ttftMs, wallMs, last } = await streamCompletion(edgeUrl, body, { 'x-edgespec-test-tenant': tenant });
   const s = last.speculation;
   return {
-    ttftMs: ttftMs || wallMs,
+    ttftMs,
     wallMs,
     tokens: last.usage.completion_tokens,
     rounds: s.target_passes ?? s.rounds,

@@ -1,4 +1,5 @@
 import type { BenchRecord } from './records';
+import { streamCompletion } from './sse';
 
 /**
  * End-to-end generation through the edge, every mode side by side: for each
@@ -86,36 +87,12 @@ export function summarise(r: Run[], fields: Pick<BenchRecord, 'suite' | 'mode' |
 }
 
 export async function streamOnce(edgeUrl: string, body: Record<string, unknown>): Promise<Run> {
-  const started = performance.now();
-  const response = await fetch(`${edgeUrl}/v1/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ ...body, stream: true }),
-  });
-  if (!response.ok || !response.body) throw new Error(`completion failed: ${response.status} ${await response.text()}`);
-  let ttftMs = 0;
-  let buffered = '';
-  let last: any = null;
-  const decoder = new TextDecoder();
-  for await (const piece of response.body) {
-    buffered += decoder.decode(piece as Uint8Array, { stream: true });
-    let end: number;
-    while ((end = buffered.indexOf('\n\n')) >= 0) {
-      const data = buffered.slice(0, end).replace(/^data: ?/, '');
-      buffered = buffered.slice(end + 2);
-      if (data === '[DONE]') continue;
-      const chunk = JSON.parse(data);
-      if (chunk.error) throw new Error(`stream error: ${chunk.error.message}`);
-      if (!ttftMs && chunk.choices?.[0]?.text) ttftMs = performance.now() - started;
-      last = chunk;
-    }
-  }
-  const wallMs = performance.now() - started;
+  const { ttftMs, wallMs, last } = await streamCompletion(edgeUrl, body);
   const s = last.speculation;
   return {
     tokens: last.usage.completion_tokens,
     wallMs,
-    ttftMs: ttftMs || wallMs,
+    ttftMs,
     rounds: s.rounds,
     targetPasses: s.target_passes ?? s.rounds,
     originTokens: s.origin_tokens ?? 0,
