@@ -33,7 +33,7 @@ export interface SpeculationPlan {
   minConfidence: number;
 }
 
-/** Wall clock in ms. Inside workerd time only advances across I/O, so draft time there is measured at the await boundaries. */
+/** Wall clock in ms. Local workerd runs it during computation; deployed Workers advance it only across I/O, so there draft time folds into the next verify call. */
 const now = () => performance.now();
 
 /**
