@@ -14,7 +14,8 @@ export async function loadTokenizer(files: ModelFiles): Promise<TextTokenizer> {
   return {
     // Completions continue raw text: no BOS or template is added (the models are trained on raw files).
     encode: (text) => tokenizer.encode(text, { add_special_tokens: false }).ids,
-    decode: (ids) => tokenizer.decode([...ids], { skip_special_tokens: true }),
+    // The library refuses an empty list; no tokens are no text.
+    decode: (ids) => (ids.length ? tokenizer.decode([...ids], { skip_special_tokens: true }) : ''),
   };
 }
 
