@@ -43,6 +43,17 @@ def crop(past, n):
 @torch.no_grad()
 def speculative(draft, target, prompts, k, temperature, max_new, seed):
     """Simulated speculative decoding; returns mean accepted draft tokens per round."""
+    # Single-token decoding steps are tiny: one thread avoids OpenMP spin-waits
+    # (a second thread only adds overhead, and is ruinous on a busy machine).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _speculative(draft, target, prompts, k, temperature, max_new, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _speculative(draft, target, prompts, k, temperature, max_new, seed):
     g = torch.Generator().manual_seed(seed)
     rounds = 0
     accepted_total = 0
