@@ -208,19 +208,29 @@ class PoolSession implements OriginClient {
         this.pinned = member;
         return result;
       } catch (err) {
-        if (!isRetryableOriginError(err)) {
-          if (choice.trial) member.breaker.releaseTrial();
-          throw err;
-        }
-        member.breaker.recordFailure(pool.clock(), (err as Error).message);
-        tried.add(member.id);
-        if (this.pinned === member) this.pinned = null;
+        this.recordFailure(choice, err, tried);
         lastError = err;
       } finally {
         member.inflight--;
       }
     }
     throw this.exhausted(sampling, lastError);
+  }
+
+  /**
+   * After a failed call: an error that is not the origin's fault (bad input,
+   * the client went away) is rethrown as it is; otherwise it counts against
+   * the origin's breaker and the origin is not asked again this round.
+   */
+  private recordFailure(choice: { member: Member; trial: boolean }, err: unknown, tried: Set<string>, aborted = false): void {
+    const { member } = choice;
+    if (aborted || !isRetryableOriginError(err)) {
+      if (choice.trial) member.breaker.releaseTrial();
+      throw err;
+    }
+    member.breaker.recordFailure(this.pool.clock(), (err as Error).message);
+    tried.add(member.id);
+    if (this.pinned === member) this.pinned = null;
   }
 
   /**
@@ -284,13 +294,7 @@ class PoolSession implements OriginClient {
         }
         throw new ApiError(502, `origin ${member.id} stream ended without a done event`, null, 'origin_error');
       } catch (err) {
-        if (signal?.aborted || !isRetryableOriginError(err)) {
-          if (choice.trial) member.breaker.releaseTrial();
-          throw err;
-        }
-        member.breaker.recordFailure(pool.clock(), (err as Error).message);
-        tried.add(member.id);
-        if (this.pinned === member) this.pinned = null;
+        this.recordFailure(choice, err, tried, signal?.aborted);
         lastError = err;
         failuresWithoutProgress = progressed ? 1 : failuresWithoutProgress + 1;
         // A failover that made progress starts a fresh round of candidates.
