@@ -1,19 +1,17 @@
 import { Hono } from 'hono';
-import { streamSSE } from 'hono/streaming';
 import { ApiError } from '../../shared/errors';
-import { IncrementalDecoder } from '../../shared/tokenizer';
 import { parseRequest, readJsonBody } from '../../shared/validation';
 import { edgeConfig, type EdgeConfig } from '../config';
 import { draftEngine, type DraftEngine } from '../draft/engine';
 import type { Env } from '../env';
 import { completionRequestSchema, type CompletionRequest } from '../openai/request';
-import { completionChunk, newCompletionMeta, usage } from '../openai/response';
-import { StopMatcher } from '../openai/stop';
+import { completionJson, completionStream, type CompletionOutput } from '../openai/respond';
+import { newCompletionMeta, usage } from '../openai/response';
 import { createOriginClient, type OriginClient } from '../origin';
 import { DraftOnlyOrigin, isOriginsUnavailable, withDraftFallback, type FallbackState } from '../origin/draft-only';
 import { draftPrefixCache, tenantCacheSalt, tenantOrigin, type TenantVariables } from '../prefix-cache';
 import { createProposer, type Proposer } from '../proposers';
-import { decode, type FinishReason, type GenerationInput, type SpeculationPlan } from '../speculation/loop';
+import { decode, type GenerationInput, type SpeculationPlan } from '../speculation/loop';
 import { newStats, statsToJson } from '../speculation/stats';
 
 export const completions = new Hono<{ Bindings: Env; Variables: TenantVariables }>();
@@ -80,70 +78,26 @@ completions.post('/v1/completions', async (c) => {
 
   // Run the first round before answering, so an unreachable origin is a clean 5xx, not a broken stream.
   const first = await rounds.next();
-  const meta = newCompletionMeta(config.modelId);
-  const decoder = new IncrementalDecoder(engine.tokenizer);
-  const stopper = new StopMatcher(request.stop);
-  const generatedIds: number[] = [];
-
-  /** Text and token ids of each round; returns why generation ended. */
-  async function* textRounds(): AsyncGenerator<{ text: string; ids: number[] }, FinishReason> {
-    for (let next = first; ; next = await rounds.next()) {
-      if (next.done) {
-        yield { text: stopper.push(decoder.flush()) + stopper.flush(), ids: [] };
-        return next.value;
-      }
-      generatedIds.push(...next.value);
-      const text = stopper.push(decoder.push(next.value));
-      yield { text, ids: next.value };
-      if (stopper.hasStopped) {
-        await rounds.return('stop');
-        return 'stop';
-      }
-    }
-  }
-
-  const final = () => ({
-    // Cached prompt tokens: draft KV restored at the edge; origin-only decoding reports the origin's target KV.
-    usage: usage(prompt.length, generatedIds.length, stats.drafted, stats.accepted, restored ? restored.cachedTokens : (originCachedTokens[0] ?? 0)),
-    speculation: { ...statsToJson(stats, generatedIds.length), prompt_cached_tokens: restored?.cachedTokens ?? 0, origin_cached_tokens: originCachedTokens },
-    // Draft-only output is not the target's: say so wherever a client looks.
-    ...(fallback.reason !== null ? { fallback: { mode: 'draft', from_token: fallback.fromToken, reason: fallback.reason } } : {}),
-  });
-
-  if (!request.stream) {
-    let text = '';
-    const pieces = textRounds();
-    let step = await pieces.next();
-    for (; !step.done; step = await pieces.next()) text += step.value.text;
-    const body = completionChunk(meta, text, step.value, final());
-    if (request.return_token_ids) Object.assign(body.choices[0], { prompt_token_ids: prompt, token_ids: generatedIds });
-    storePrefix();
-    if (fallback.reason !== null) c.header('x-edgespec-fallback', 'draft');
-    return c.json(body);
-  }
-
-  if (fallback.reason !== null) c.header('x-edgespec-fallback', 'draft');
-  return streamSSE(c, async (sse) => {
-    const pieces = textRounds();
-    const send = (chunk: object) => sse.writeSSE({ data: JSON.stringify(chunk) });
-    try {
-      let step = await pieces.next();
-      for (; !step.done; step = await pieces.next()) {
-        const { text, ids } = step.value;
-        const chunk = completionChunk(meta, text, null);
-        if (request.return_token_ids) Object.assign(chunk.choices[0], { token_ids: ids });
-        if (text || (request.return_token_ids && ids.length)) await send(chunk);
-      }
-      await send(completionChunk(meta, '', step.value, final()));
-      if (request.stream_options?.include_usage) await send({ ...completionChunk(meta, '', null), choices: [], ...final() });
-      storePrefix();
-    } catch (err) {
-      // Headers are sent: the failure can only travel in the stream, in OpenAI's error shape.
-      const apiError = err instanceof ApiError ? err : new ApiError(502, `generation failed: ${(err as Error).message}`);
-      await send(apiError.toBody());
-    }
-    await sse.writeSSE({ data: '[DONE]' });
-  });
+  const output: CompletionOutput = {
+    meta: newCompletionMeta(config.modelId),
+    prompt,
+    rounds,
+    first,
+    tokenizer: engine.tokenizer,
+    stop: request.stop,
+    returnTokenIds: request.return_token_ids ?? false,
+    includeUsageChunk: request.stream_options?.include_usage ?? false,
+    final: (completionTokens) => ({
+      // Cached prompt tokens: draft KV restored at the edge; origin-only decoding reports the origin's target KV.
+      usage: usage(prompt.length, completionTokens, stats.drafted, stats.accepted, restored ? restored.cachedTokens : (originCachedTokens[0] ?? 0)),
+      speculation: { ...statsToJson(stats, completionTokens), prompt_cached_tokens: restored?.cachedTokens ?? 0, origin_cached_tokens: originCachedTokens },
+      // Draft-only output is not the target's: say so wherever a client looks.
+      ...(fallback.reason !== null ? { fallback: { mode: 'draft', from_token: fallback.fromToken, reason: fallback.reason } } : {}),
+    }),
+    onComplete: storePrefix,
+    headers: (): Record<string, string> => (fallback.reason !== null ? { 'x-edgespec-fallback': 'draft' } : {}),
+  };
+  return request.stream ? completionStream(c, output) : completionJson(c, output);
 });
 
 /** waitUntil of the request, when the runtime has one (workerd does; a bare app.request does not). */
