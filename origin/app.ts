@@ -19,10 +19,12 @@ export interface OriginOptions {
   queue?: ForwardQueue;
   /** Execution provider actually in use, reported by /health. */
   device?: string;
+  /** Name of the GPU cost model forward passes are held to, reported by /health (benchmarks only). */
+  costModel?: string | null;
 }
 
 /** The reference verifier: POST /v1/verify, POST /v1/generate (NDJSON stream), GET /health. */
-export function createOriginApp({ id, modelName, target, secret, queue = new ForwardQueue(), device = 'cpu' }: OriginOptions) {
+export function createOriginApp({ id, modelName, target, secret, queue = new ForwardQueue(), device = 'cpu', costModel = null }: OriginOptions) {
   const app = new Hono();
 
   app.onError((err, c) => {
@@ -42,6 +44,7 @@ export function createOriginApp({ id, modelName, target, secret, queue = new For
       device,
       auth: secret ? 'hmac-sha256' : 'none',
       queue: queue.stats(),
+      cost_model: costModel,
     };
     return c.json(health);
   });

@@ -61,6 +61,7 @@ const { lm, onnxPath, config } = loaded;
 const modelName = modelDir.split(/[\\/]/).pop()!;
 const queue = new ForwardQueue(concurrency, maxQueue);
 const target = new TargetModel(lm, { modelId: modelName, maxBytes: kvCacheMb * 2 ** 20, blockTokens: kvBlock });
+let costModelName: string | null = null;
 if (values['cost-model']) {
   const model = (() => {
     try {
@@ -70,10 +71,11 @@ if (values['cost-model']) {
     }
   })();
   const held = holdForwardPasses(target, model);
+  costModelName = model.name;
   console.log(`[origin ${values.id}] forward passes held to the GPU cost model ${model.describe}`);
   process.on('exit', () => console.log(`[origin ${values.id}] cost model: ${held.overruns} of ${held.passes} passes ran longer on this CPU than modelled`));
 }
-const app = createOriginApp({ id: values.id!, modelName, target, secret, queue, device });
+const app = createOriginApp({ id: values.id!, modelName, target, secret, queue, device, costModel: costModelName });
 if (!secret) console.warn(`[origin ${values.id}] no ORIGIN_SECRET: verify and generate accept unsigned requests (fine on loopback, never on a network)`);
 
 const server = serve({ fetch: app.fetch, port, hostname: values.host }, (info) => {

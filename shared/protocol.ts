@@ -87,4 +87,6 @@ export interface OriginHealth {
   auth?: string;
   /** Reference origin: forward-pass queue (concurrency, running, waiting, served, mean_queue_ms). */
   queue?: { concurrency: number; running: number; waiting: number; served: number; mean_queue_ms: number };
+  /** Reference origin: the GPU cost model forward passes are held to (benchmarks), or null for measured timing. */
+  cost_model?: string | null;
 }

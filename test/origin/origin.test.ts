@@ -126,7 +126,7 @@ describe('origin /v1/generate and /health', () => {
 
   it('reports its model on /health and 404s unknown routes in OpenAI shape', async () => {
     const health = await (await app.request('/health')).json();
-    expect(health).toMatchObject({ status: 'ok', id: 'test-origin', vocab_size: model.config.vocabSize, max_positions: model.config.maxPositions });
+    expect(health).toMatchObject({ status: 'ok', id: 'test-origin', vocab_size: model.config.vocabSize, max_positions: model.config.maxPositions, cost_model: null });
     const missing = await app.request('/v2/nothing');
     expect(missing.status).toBe(404);
     expect(((await missing.json()) as { error: { type: string } }).error.type).toBe('not_found_error');
