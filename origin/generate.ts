@@ -1,4 +1,5 @@
 import { argmax, counterRng, isGreedy, processLogits, sampleFrom } from '../shared/sampling';
+import { logitsRow } from '../shared/model';
 import type { GenerateEvent, GenerateRequest } from '../shared/protocol';
 import { checkTokens, type ForwardTarget } from './verify';
 
@@ -27,7 +28,7 @@ export async function* generateTokens(target: ForwardTarget, request: GenerateRe
     const forwardMs = performance.now() - started;
     forwardTotal += forwardMs;
     if (i === 0) cachedTokens = result.cachedTokens;
-    const logits = result.logits.subarray(0, vocabSize);
+    const logits = logitsRow(result, 0, vocabSize);
     const token = isGreedy(sampling)
       ? argmax(logits)
       : sampleFrom(processLogits(logits, sampling), rng.uniform(sampling.offset + i, 'sample'));

@@ -1,4 +1,5 @@
 import { argmax, isGreedy, roundRng, processLogits, verifyBlock, verifyGreedy, verifyTokenLevel } from '../shared/sampling';
+import { logitsRow } from '../shared/model';
 import type { VerifyRequest } from '../shared/protocol';
 import { ApiError } from '../shared/errors';
 import type { TargetModel } from './target';
@@ -26,7 +27,7 @@ export async function verifyDraft(target: ForwardTarget, request: VerifyRequest)
   const started = performance.now();
   const result = await target.logitsFrom(tokens, context.length - 1, request.cache_salt);
   const forwardMs = performance.now() - started;
-  const row = (i: number) => result.logits.subarray(i * vocab, (i + 1) * vocab);
+  const row = (i: number) => logitsRow(result, i, vocab);
 
   const k = draft.length;
   let outcome;

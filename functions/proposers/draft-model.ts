@@ -1,5 +1,5 @@
 import type { CausalLM, KvCache } from '../../shared/model';
-import { truncateKvCache } from '../../shared/model';
+import { logitsRow, truncateKvCache } from '../../shared/model';
 import { argmax, isGreedy, roundRng, processLogits, sampleFrom, truncateToSparse, type DraftToken } from '../../shared/sampling';
 import type { WireSampling } from '../../shared/protocol';
 import type { ProposeOptions, Proposer } from './types';
@@ -48,7 +48,7 @@ export class DraftModelProposer implements Proposer {
       const result = await this.lm.forward(pending, this.cache);
       this.cache = result.cache;
       this.cachedTokens.push(...pending);
-      const logits = result.logits.subarray((result.rows - 1) * vocab, result.rows * vocab);
+      const logits = logitsRow(result, result.rows - 1, vocab);
       // Early stop is a function of the draft's own state only, so verification stays lossless.
       if (i > 0 && options.minConfidence && topProbability(logits) < options.minConfidence) break;
       const proposal = this.pick(logits, sampling, rng.uniform(sampling.offset + i, 'draft'));
