@@ -4,6 +4,7 @@ import { loadModel } from '../shared/model';
 import { folderFiles } from '../shared/model/node-files';
 import { nodeOrt } from '../test/support/models';
 import type { BenchRecord } from './records';
+import { postJson, type EdgeTarget } from './sse';
 
 /**
  * Draft decode step, same model, three runtimes: onnxruntime-node (native),
@@ -13,7 +14,7 @@ import type { BenchRecord } from './records';
  * shared 2-core machine the minimum is the best estimate of the uncontended
  * step and the median shows what a loaded machine gives.
  */
-export async function draftSpeed(options: { draftDir: string; edgeUrl: string; context: number; steps: number; repeats: number; log: (l: string) => void }): Promise<BenchRecord[]> {
+export async function draftSpeed(options: { draftDir: string; edge: EdgeTarget; context: number; steps: number; repeats: number; log: (l: string) => void }): Promise<BenchRecord[]> {
   const base = { suite: 'draft-speed', rtt_ms: 0, tokens_per_s: 0, ttft_ms: 0, target_passes_per_token: 0, mean_accepted: 0, origin_cost: 'measured' } as const;
   ortWeb.env.wasm.numThreads = 1;
   const local: Array<[string, CausalLM]> = [];
@@ -31,11 +32,7 @@ export async function draftSpeed(options: { draftDir: string; edgeUrl: string; c
   };
   // workerd: decode time measured inside the isolate (local workerd's clock runs during computation, 1 ms resolution).
   const call = async (steps: number) => {
-    const response = await fetch(`${options.edgeUrl}/internal/bench/draft`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ context: options.context, steps }),
-    });
+    const response = await postJson(options.edge, '/internal/bench/draft', { context: options.context, steps });
     if (!response.ok) throw new Error(`bench route: ${response.status} ${await response.text()}`);
     return ((await response.json()) as { decode_ms: number }).decode_ms;
   };

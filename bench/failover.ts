@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
-import { startEdge, startOrigin, type Service } from '../scripts/stack';
+import { startEdge, startOrigin, type EdgeService, type Service } from '../scripts/stack';
 import { heldOutPrompts } from '../test/support/prompts';
 import type { BenchRecord } from './records';
-import { sseData } from './sse';
+import { postJson, sseData, type EdgeTarget } from './sse';
 
 /**
  * Origin failover under load: two signed reference origins behind one edge,
@@ -50,7 +50,7 @@ export async function failoverSuite(options: FailoverOptions): Promise<BenchReco
 
   const start = (i: number) => startOrigin({ port: portBase + i, id: `failover-${'ab'[i]}`, targetDir: options.targetDir, secret, log });
   const origins: Service[] = await Promise.all([start(0), start(1)]);
-  let edge: Service | undefined;
+  let edge: EdgeService | undefined;
   try {
     edge = await startEdge({
       port: portBase + 2,
@@ -61,9 +61,9 @@ export async function failoverSuite(options: FailoverOptions): Promise<BenchReco
       vars: { ORIGINS: JSON.stringify(origins.map((o, i) => ({ id: `failover-${'ab'[i]}`, url: o.url }))) },
       log,
     });
-    const edgeUrl = edge.url;
+    const target: EdgeTarget = edge;
     // Warm both origins and the edge's draft session before the clock starts.
-    await Promise.all(prompts.slice(0, 4).map((prompt) => streamCompletion(edgeUrl, prompt, 8, 0, performance.now())));
+    await Promise.all(prompts.slice(0, 4).map((prompt) => streamCompletion(target, prompt, 8, 0, performance.now())));
 
     const t0 = performance.now();
     const killAt = durationMs / 2;
@@ -72,7 +72,7 @@ export async function failoverSuite(options: FailoverOptions): Promise<BenchReco
     const worker = async () => {
       while (performance.now() - t0 < durationMs) {
         const prompt = next++ % prompts.length;
-        done.push({ prompt, ...(await streamCompletion(edgeUrl, prompts[prompt], maxTokens, t0, t0)) });
+        done.push({ prompt, ...(await streamCompletion(target, prompts[prompt], maxTokens, t0, t0)) });
       }
     };
     log(`failover: ${streams} streams for ${durationMs / 1000} s, ${maxTokens} tokens per request; killing failover-a at ${killAt / 1000} s`);
@@ -136,15 +136,11 @@ export async function failoverSuite(options: FailoverOptions): Promise<BenchReco
   }
 }
 
-async function streamCompletion(edgeUrl: string, prompt: string, maxTokens: number, t0: number, started: number): Promise<Omit<Completed, 'prompt'>> {
+async function streamCompletion(edge: EdgeTarget, prompt: string, maxTokens: number, t0: number, started: number): Promise<Omit<Completed, 'prompt'>> {
   const base = { started: started - t0, tokens: [] as number[], arrivals: [] as number[], origin: null as string | null, rounds: 0 };
   let response: Response;
   try {
-    response = await fetch(`${edgeUrl}/v1/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ prompt, max_tokens: maxTokens, temperature: 0, stream: true, return_token_ids: true }),
-    });
+    response = await postJson(edge, '/v1/completions', { prompt, max_tokens: maxTokens, temperature: 0, stream: true, return_token_ids: true });
   } catch (err) {
     return { ...base, started: started - t0, ended: performance.now() - t0, ok: false, error: (err as Error).message };
   }

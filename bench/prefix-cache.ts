@@ -2,19 +2,22 @@ import { readFileSync } from 'node:fs';
 import { loadFolderTokenizer } from '../test/support/models';
 import { heldOutPrompts } from '../test/support/prompts';
 import type { BenchRecord } from './records';
-import { streamCompletion } from './sse';
+import type { EdgeService } from '../scripts/stack';
+import { postJson, streamCompletion, type EdgeTarget } from './sse';
 
 /**
  * Prefix cache: time to first token and edge time for a prompt near the
  * model's context length, cold vs warm, interleaved in one run. Each repeat is
- * its own tenant (cache salt), so its cold request misses both the edge's
- * PrefixCache object and the origin's target KV; its warm request shares the
- * long prefix and differs in the last `tailTokens` tokens (a shared system
- * prompt or conversation history with a new question). Needs TEST_ROUTES=on
- * (the tenant header and /internal/prefix-cache, to read bytes stored).
+ * its own tenant with its own API key (the tenant id derives the cache salt),
+ * so its cold request misses both the edge's PrefixCache object and the
+ * origin's target KV; its warm request shares the long prefix and differs in
+ * the last `tailTokens` tokens (a shared system prompt or conversation history
+ * with a new question). Needs the test Worker (startEdge's default) for
+ * /internal/prefix-cache, to read bytes stored.
  */
 export interface PrefixCacheOptions {
-  edgeUrl: string;
+  /** The edge, and the admin API to create one tenant (and key) per repeat. */
+  edge: Pick<EdgeService, 'url' | 'createTenantKey'>;
   draftDir: string;
   repeats: number;
   maxTokens: number;
@@ -52,14 +55,14 @@ export async function prefixCacheSuite(options: PrefixCacheOptions): Promise<Ben
   let bytesPerToken = 0;
   let blockBytes = 0;
   for (let r = 0; r < options.repeats; r++) {
-    const tenant = `bench-${run}-${r}`;
+    const tenant: EdgeTarget = { url: options.edge.url, apiKey: (await options.edge.createTenantKey({}, `bench-${run}-${r}`)).key };
     const prefix = corpus.slice(r, r + shared); // a different prefix per repeat, too
     const first = [...prefix, ...tail(2 * r)];
-    cold.push(await streamOnce(options.edgeUrl, tenant, { prompt: first, max_tokens: options.maxTokens, temperature: 0 }));
-    const stored = await waitForBlocks(options.edgeUrl, tenant, first, shared);
+    cold.push(await streamOnce(tenant, { prompt: first, max_tokens: options.maxTokens, temperature: 0 }));
+    const stored = await waitForBlocks(tenant, first, shared);
     bytesPerToken = stored.bytes / (stored.blocks * stored.block_tokens);
     blockBytes = stored.block_bytes[0];
-    warm.push(await streamOnce(options.edgeUrl, tenant, { prompt: [...prefix, ...tail(2 * r + 1)], max_tokens: options.maxTokens, temperature: 0 }));
+    warm.push(await streamOnce(tenant, { prompt: [...prefix, ...tail(2 * r + 1)], max_tokens: options.maxTokens, temperature: 0 }));
     options.log(`  repeat ${r + 1}/${options.repeats}: TTFT cold ${Math.round(cold[r].ttftMs)} ms, warm ${Math.round(warm[r].ttftMs)} ms (${warm[r].cachedTokens}/${promptTokens} prompt tokens cached at the edge, ${warm[r].originCachedFirst} at the origin)`);
   }
 
@@ -96,8 +99,8 @@ export async function prefixCacheSuite(options: PrefixCacheOptions): Promise<Ben
   return records;
 }
 
-async function streamOnce(edgeUrl: string, tenant: string, body: Record<string, unknown>): Promise<Run> {
-  const { ttftMs, wallMs, last } = await streamCompletion(edgeUrl, body, { 'x-edgespec-test-tenant': tenant });
+async function streamOnce(tenant: EdgeTarget, body: Record<string, unknown>): Promise<Run> {
+  const { ttftMs, wallMs, last } = await streamCompletion(tenant, body);
   const s = last.speculation;
   return {
     ttftMs,
@@ -114,15 +117,11 @@ async function streamOnce(edgeUrl: string, tenant: string, body: Record<string, 
 }
 
 /** Blocks are stored after the response (waitUntil): poll the object until the prefix's blocks are there. */
-async function waitForBlocks(edgeUrl: string, tenant: string, prompt: number[], sharedTokens: number): Promise<any> {
+async function waitForBlocks(tenant: EdgeTarget, prompt: number[], sharedTokens: number): Promise<any> {
   const deadline = Date.now() + 30_000;
   for (;;) {
-    const response = await fetch(`${edgeUrl}/internal/prefix-cache`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', 'x-edgespec-test-tenant': tenant },
-      body: JSON.stringify({ action: 'inspect', prompt }),
-    });
-    if (!response.ok) throw new Error(`/internal/prefix-cache answered ${response.status} (is TEST_ROUTES on?): ${await response.text()}`);
+    const response = await postJson(tenant, '/internal/prefix-cache', { action: 'inspect', prompt });
+    if (!response.ok) throw new Error(`/internal/prefix-cache answered ${response.status} (is this the test Worker?): ${await response.text()}`);
     const state: any = await response.json();
     const blocks = Math.floor(sharedTokens / state.block_tokens);
     if (state.present.slice(0, blocks).every(Boolean)) return state;

@@ -1,6 +1,6 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { startEdge, startOrigin, type Service } from '../scripts/stack';
+import { startEdge, startOrigin, type EdgeService, type Service } from '../scripts/stack';
 import { heldOutPrompts } from '../test/support/prompts';
 import { blockVerificationSuite } from './block-verification';
 import { draftSpeed } from './draft-speed';
@@ -38,7 +38,8 @@ const GPU_COST_MODEL = 'h100-llama-3.1-8b';
 const RTTS = [0, 5, 20, 50, 100];
 
 export interface BenchContext {
-  edgeUrl: string;
+  /** The edge (test Worker): `url` + `apiKey` of a no-limits tenant for requests, the admin API for more tenants. */
+  edge: EdgeService;
   /** The proxy in front of the origins: set `rttMs` and `upstream` per measurement. */
   proxy: LatencyProxy;
   origins: { measured: Service; gpuModel: Service };
@@ -50,7 +51,7 @@ export interface BenchContext {
 const suites: Array<{ name: string; run: (ctx: BenchContext) => Promise<BenchRecord[]> }> = [
   {
     name: 'draft-speed',
-    run: (ctx) => draftSpeed({ draftDir, edgeUrl: ctx.edgeUrl, context: 128, steps: quick ? 16 : 64, repeats: quick ? 5 : 11, log: ctx.log }),
+    run: (ctx) => draftSpeed({ draftDir, edge: ctx.edge, context: 128, steps: quick ? 16 : 64, repeats: quick ? 5 : 11, log: ctx.log }),
   },
   {
     name: 'speculation',
@@ -62,7 +63,7 @@ const suites: Array<{ name: string; run: (ctx: BenchContext) => Promise<BenchRec
         for (const rtt of RTTS) {
           ctx.proxy.rttMs = rtt;
           ctx.log(`speculation: origin cost ${cost}, RTT ${rtt} ms, ${prompts.length} prompts × 4 modes`);
-          records.push(...(await speculationSuite({ suite: 'speculation', edgeUrl: ctx.edgeUrl, prompts, maxTokens: quick ? 32 : 64, temperature: 0, rttMs: rtt, originCost: cost, log: ctx.log })));
+          records.push(...(await speculationSuite({ suite: 'speculation', edge: ctx.edge, prompts, maxTokens: quick ? 32 : 64, temperature: 0, rttMs: rtt, originCost: cost, log: ctx.log })));
         }
       }
       return records;
@@ -74,7 +75,7 @@ const suites: Array<{ name: string; run: (ctx: BenchContext) => Promise<BenchRec
       ctx.proxy.upstream = ctx.origins.measured.url;
       ctx.proxy.rttMs = 0;
       ctx.log('block-verification: token-level vs block on the same prompts and seeds');
-      return blockVerificationSuite({ edgeUrl: ctx.edgeUrl, prompts: heldOutPrompts(quick ? 6 : 30, 400), maxTokens: quick ? 24 : 48, temperature: 1, draftLength: 4, originCost: 'measured', log: ctx.log });
+      return blockVerificationSuite({ edge: ctx.edge, prompts: heldOutPrompts(quick ? 6 : 30, 400), maxTokens: quick ? 24 : 48, temperature: 1, draftLength: 4, originCost: 'measured', log: ctx.log });
     },
   },
   {
@@ -83,7 +84,7 @@ const suites: Array<{ name: string; run: (ctx: BenchContext) => Promise<BenchRec
       ctx.proxy.upstream = ctx.origins.measured.url;
       ctx.proxy.rttMs = 0;
       ctx.log('prefix-cache: TTFT cold vs warm for a prompt near the context length');
-      return prefixCacheSuite({ edgeUrl: ctx.edgeUrl, draftDir, repeats: quick ? 3 : 8, maxTokens: 16, tailTokens: 24, log: ctx.log });
+      return prefixCacheSuite({ edge: ctx.edge, draftDir, repeats: quick ? 3 : 8, maxTokens: 16, tailTokens: 24, log: ctx.log });
     },
   },
   {
@@ -100,11 +101,12 @@ const gpuModel = await startOrigin({ port: 21792, targetDir, id: 'origin-gpu-mod
   throw err;
 });
 const proxy = await startLatencyProxy({ port: 21791, upstream: measured.url });
-let edge: Service | undefined;
+let edge: EdgeService | undefined;
 const records: BenchRecord[] = [];
 try {
-  edge = await startEdge({ port: 28787, originUrl: proxy.url, draftDir, persistTo: '.wrangler/bench-state', vars: { BENCH_ROUTES: 'on', TEST_ROUTES: 'on' }, log });
-  const ctx: BenchContext = { edgeUrl: edge.url, proxy, origins: { measured, gpuModel }, quick, log };
+  // The test Worker (startEdge's default) has /internal/bench/draft and /internal/prefix-cache.
+  edge = await startEdge({ port: 28787, originUrl: proxy.url, draftDir, persistTo: '.wrangler/bench-state', log });
+  const ctx: BenchContext = { edge, proxy, origins: { measured, gpuModel }, quick, log };
   for (const suite of suites) {
     if (only && !only.has(suite.name)) continue;
     log(`suite ${suite.name}`);

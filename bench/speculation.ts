@@ -1,5 +1,5 @@
 import type { BenchRecord } from './records';
-import { streamCompletion } from './sse';
+import { streamCompletion, type EdgeTarget } from './sse';
 
 /**
  * End-to-end generation through the edge, every mode side by side: for each
@@ -21,7 +21,7 @@ export const MODES: ModeSpec[] = [
 
 export interface SpeculationOptions {
   suite: string;
-  edgeUrl: string;
+  edge: EdgeTarget;
   prompts: string[];
   maxTokens: number;
   temperature: number;
@@ -50,11 +50,11 @@ export async function speculationSuite(options: SpeculationOptions): Promise<Ben
   const runs = new Map<string, Run[]>(modes.map((m) => [m.mode, []]));
   const body = (prompt: string, i: number, m: ModeSpec) => ({ prompt, max_tokens: options.maxTokens, temperature: options.temperature, seed: i, speculation: m.speculation });
   // One unmeasured pass: warms caches and lets the adaptive controller see this link before it is judged.
-  for (const m of modes) await streamOnce(options.edgeUrl, body(options.prompts[0], 0, m));
+  for (const m of modes) await streamOnce(options.edge, body(options.prompts[0], 0, m));
   for (const [i, prompt] of options.prompts.entries()) {
     for (let j = 0; j < modes.length; j++) {
       const m = modes[(i + j) % modes.length];
-      runs.get(m.mode)!.push(await streamOnce(options.edgeUrl, body(prompt, i, m)));
+      runs.get(m.mode)!.push(await streamOnce(options.edge, body(prompt, i, m)));
     }
   }
   return modes.map(({ mode }) => {
@@ -86,8 +86,8 @@ export function summarise(r: Run[], fields: Pick<BenchRecord, 'suite' | 'mode' |
   };
 }
 
-export async function streamOnce(edgeUrl: string, body: Record<string, unknown>): Promise<Run> {
-  const { ttftMs, wallMs, last } = await streamCompletion(edgeUrl, body);
+export async function streamOnce(edge: EdgeTarget, body: Record<string, unknown>): Promise<Run> {
+  const { ttftMs, wallMs, last } = await streamCompletion(edge, body);
   const s = last.speculation;
   return {
     tokens: last.usage.completion_tokens,

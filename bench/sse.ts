@@ -1,4 +1,18 @@
-/** Reading the edge's SSE completion streams, shared by the benchmark suites. */
+import type { EdgeService } from '../scripts/stack';
+
+/** Talking to the edge and reading its SSE completion streams, shared by the benchmark suites. */
+
+/** Where the suites send requests: the edge's URL and the API key of the tenant they act as. */
+export type EdgeTarget = Pick<EdgeService, 'url' | 'apiKey'>;
+
+/** POST a JSON body to the edge as the target's tenant (every /v1/* and /internal/* route needs the key). */
+export function postJson(edge: EdgeTarget, path: string, body: unknown): Promise<Response> {
+  return fetch(`${edge.url}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${edge.apiKey}` },
+    body: JSON.stringify(body),
+  });
+}
 
 /** The `data:` payloads of an SSE body, in order (including the final "[DONE]"). */
 export async function* sseData(body: ReadableStream<Uint8Array>): AsyncGenerator<string> {
@@ -24,13 +38,9 @@ export interface StreamedCompletion {
 }
 
 /** POST a streamed completion and time it; a stream error fails the run. */
-export async function streamCompletion(edgeUrl: string, body: Record<string, unknown>, headers: Record<string, string> = {}): Promise<StreamedCompletion> {
+export async function streamCompletion(edge: EdgeTarget, body: Record<string, unknown>): Promise<StreamedCompletion> {
   const started = performance.now();
-  const response = await fetch(`${edgeUrl}/v1/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...headers },
-    body: JSON.stringify({ ...body, stream: true }),
-  });
+  const response = await postJson(edge, '/v1/completions', { ...body, stream: true });
   if (!response.ok || !response.body) throw new Error(`completion failed: ${response.status} ${await response.text()}`);
   let ttftMs = 0;
   let last: any = null;

@@ -1,6 +1,7 @@
 import { z } from 'zod';
+import { DEFAULT_KEY_ID, KEY_ID_PATTERN } from '../shared/origin-auth';
 import type { Env } from './env';
-import { parseOrigins, type OriginSpec } from './origin/config';
+import { parseOrigins, type OriginSpec } from './upstream/config';
 
 /** The edge's configuration, parsed once from wrangler vars with a clear message on a bad value. */
 export interface EdgeConfig {
@@ -17,14 +18,18 @@ export interface EdgeConfig {
   draftMinConfidence: number;
   draftQEntries: number;
   originTimeoutMs: number;
-  /** ORIGINS when set, else ORIGIN_URL as the one reference origin (functions/origin/config.ts). */
+  /** ORIGINS when set, else ORIGIN_URL as the one reference origin (functions/upstream/config.ts). */
   origins: OriginSpec[];
   /** Shared secret signing calls to reference origins (wrangler secret ORIGIN_SECRET); unset = unsigned. */
   originSecret?: string;
+  /** Key id under which the origins hold ORIGIN_SECRET ("default" = their ORIGIN_SECRET; else one of their ORIGIN_SECRETS). */
+  originSecretId: string;
   /** Bearer token for engine origins (SGLang/vLLM --api-key). */
   originApiKey?: string;
   originPool: { retries: number; breakerFailures: number; breakerCooldownMs: number; healthIntervalMs: number };
-  prefixCache: { cacheSalt: string; blockTokens: number; maxBytes: number; ttlMs: number };
+  prefixCache: { blockTokens: number; maxBytes: number; ttlMs: number };
+  /** Largest request body in bytes (hono/body-limit, before the body is read). */
+  maxBodyBytes: number;
 }
 
 const intVar = (min: number, max: number, fallback: number) =>
@@ -42,28 +47,32 @@ const configSchema = z.object({
   DRAFT_Q_ENTRIES: intVar(1, 256, 32),
   ORIGIN_TIMEOUT_MS: intVar(100, 600_000, 30_000),
   ORIGIN_SECRET: z.string().min(16, 'ORIGIN_SECRET must be at least 16 characters (use a random 32-byte hex string)').optional().or(z.literal('').transform(() => undefined)),
+  ORIGIN_SECRET_ID: z.string().regex(KEY_ID_PATTERN, 'ORIGIN_SECRET_ID: letters, digits, ".", "_" or "-" (at most 64)').default(DEFAULT_KEY_ID),
   ORIGIN_API_KEY: z.string().optional(),
   ORIGIN_RETRIES: intVar(0, 10, 2),
   ORIGIN_BREAKER_FAILURES: intVar(1, 100, 3),
   ORIGIN_BREAKER_COOLDOWN_MS: intVar(100, 600_000, 5_000),
   ORIGIN_HEALTH_INTERVAL_MS: intVar(500, 3_600_000, 10_000),
-  PREFIX_CACHE_SALT: z.string().max(256).default(''),
   PREFIX_CACHE_BLOCK_TOKENS: intVar(1, 1024, 16),
   // A SQLite-backed object holds up to 10 GB.
   PREFIX_CACHE_MAX_MB: intVar(1, 9_000, 128),
   PREFIX_CACHE_TTL_S: intVar(1, 30 * 86_400, 86_400),
+  // 1 MiB holds the longest prompt the shipped models take many times over (1024 tokens of at most 32 bytes).
+  MAX_BODY_KB: intVar(1, 100 * 1024, 1024),
+  ALLOW_HTTP_ORIGINS: z.enum(['on', 'off']).default('off'),
 });
 
 let cached: { env: Env; config: EdgeConfig } | null = null;
 
 export function edgeConfig(env: Env): EdgeConfig {
   if (cached?.env === env) return cached.config;
-  const parsed = configSchema.safeParse({ ...env, MODELS: undefined, PREFIX_CACHE: undefined });
+  const parsed = configSchema.safeParse({ ...env, MODELS: undefined, PREFIX_CACHE: undefined, RATE_LIMITER: undefined, DB: undefined });
   if (!parsed.success) throw new Error(`edgespec configuration (wrangler.toml [vars]): ${z.prettifyError(parsed.error)}`);
   const v = parsed.data;
   let origins: OriginSpec[];
   try {
     origins = parseOrigins(env.ORIGINS, v.ORIGIN_URL);
+    if (v.ALLOW_HTTP_ORIGINS !== 'on') origins.forEach(refusePlainHttpBeyondLoopback);
   } catch (err) {
     throw new Error(`edgespec configuration (wrangler.toml [vars]): ${(err as Error).message}`);
   }
@@ -80,6 +89,7 @@ export function edgeConfig(env: Env): EdgeConfig {
     originTimeoutMs: v.ORIGIN_TIMEOUT_MS,
     origins,
     originSecret: v.ORIGIN_SECRET,
+    originSecretId: v.ORIGIN_SECRET_ID,
     originApiKey: v.ORIGIN_API_KEY || undefined,
     originPool: {
       retries: v.ORIGIN_RETRIES,
@@ -88,12 +98,25 @@ export function edgeConfig(env: Env): EdgeConfig {
       healthIntervalMs: v.ORIGIN_HEALTH_INTERVAL_MS,
     },
     prefixCache: {
-      cacheSalt: v.PREFIX_CACHE_SALT,
       blockTokens: v.PREFIX_CACHE_BLOCK_TOKENS,
       maxBytes: v.PREFIX_CACHE_MAX_MB * 2 ** 20,
       ttlMs: v.PREFIX_CACHE_TTL_S * 1000,
     },
+    maxBodyBytes: v.MAX_BODY_KB * 1024,
   };
   cached = { env, config };
   return config;
+}
+
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]']);
+
+/**
+ * Verify calls carry prompts and signed bodies: beyond loopback they need TLS,
+ * unless the operator says the network is private (ALLOW_HTTP_ORIGINS = "on").
+ */
+function refusePlainHttpBeyondLoopback(origin: OriginSpec): void {
+  const url = new URL(origin.url);
+  if (url.protocol === 'http:' && !LOOPBACK_HOSTS.has(url.hostname)) {
+    throw new Error(`origin "${origin.id}" uses plain http:// beyond loopback; use https://, or set ALLOW_HTTP_ORIGINS = "on" for a private network`);
+  }
 }

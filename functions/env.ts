@@ -1,4 +1,5 @@
 import type { PrefixCache } from './prefix-cache/durable-object';
+import type { RateLimiter } from './rate-limit/durable-object';
 
 /** Bindings and vars of the edge Worker, as declared in wrangler.toml. */
 export interface Env {
@@ -24,10 +25,12 @@ export interface Env {
   DRAFT_Q_ENTRIES?: string;
   /** Milliseconds before an origin call is abandoned. */
   ORIGIN_TIMEOUT_MS?: string;
-  /** Several origins: JSON array of {id?, url, kind?, weight?, ...} (functions/origin/config.ts); overrides ORIGIN_URL. */
+  /** Several origins: JSON array of {id?, url, kind?, weight?, ...} (functions/upstream/config.ts); overrides ORIGIN_URL. */
   ORIGINS?: string | unknown[];
   /** Secret: HMAC key signing verify/generate calls to reference origins (the origin's ORIGIN_SECRET). */
   ORIGIN_SECRET?: string;
+  /** Key id of ORIGIN_SECRET on the origins (default "default"): rotate by adding a key id there first. */
+  ORIGIN_SECRET_ID?: string;
   /** Secret: bearer token for SGLang/vLLM origins started with --api-key. */
   ORIGIN_API_KEY?: string;
   /** Extra attempts of an idempotent origin call on another origin. */
@@ -38,18 +41,22 @@ export interface Env {
   ORIGIN_BREAKER_COOLDOWN_MS?: string;
   /** Active health check period of a healthy origin. */
   ORIGIN_HEALTH_INTERVAL_MS?: string;
-  /** "on" mounts /internal/bench/* (benchmarks only). */
-  BENCH_ROUTES?: string;
   /** Durable Objects holding draft KV blocks (functions/prefix-cache); absent = no prefix cache. */
   PREFIX_CACHE?: DurableObjectNamespace<PrefixCache>;
-  /** Cache salt of the deployment's single tenant until requests carry their own (see functions/prefix-cache/tenant.ts). */
-  PREFIX_CACHE_SALT?: string;
   /** Tokens per cached block. */
   PREFIX_CACHE_BLOCK_TOKENS?: string;
   /** Byte budget of one PrefixCache object, in MiB. */
   PREFIX_CACHE_MAX_MB?: string;
   /** Seconds an unused block lives. */
   PREFIX_CACHE_TTL_S?: string;
-  /** "on" mounts /internal/prefix-cache/* and the test tenant header (tests and benchmarks only). */
-  TEST_ROUTES?: string;
+  /** Tenants and hashed API keys (migrations/, functions/auth). */
+  DB: D1Database;
+  /** One object per tenant holding its rate-limit buckets and daily quota (functions/rate-limit). */
+  RATE_LIMITER: DurableObjectNamespace<RateLimiter>;
+  /** Secret: bearer token of the admin API (/admin/*) and of /health?deep=1; unset = both disabled. */
+  ADMIN_SECRET?: string;
+  /** Largest request body in KiB, refused (413) before it is read. */
+  MAX_BODY_KB?: string;
+  /** "on" lets ORIGINS/ORIGIN_URL use plain http:// beyond loopback (a private network you trust). */
+  ALLOW_HTTP_ORIGINS?: string;
 }

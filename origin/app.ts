@@ -1,11 +1,14 @@
-import { Hono } from 'hono';
+import { Hono, type Context } from 'hono';
 import { stream } from 'hono/streaming';
 import { ApiError, isApiError } from '../shared/errors';
+import type { KeyRing } from '../shared/origin-auth';
 import { generateRequestSchema, verifyRequestSchema, type OriginHealth, type VerifyResponse } from '../shared/protocol';
-import { parseRequest, readJsonBody } from '../shared/validation';
+import { parseRequest } from '../shared/validation';
 import { requireSignature } from './auth';
+import { limitBody, protocolBodyLimit } from './body-limit';
 import { generateTokens } from './generate';
 import { ForwardQueue } from './queue';
+import { SeenSignatures } from './replay';
 import type { TargetModel } from './target';
 import { verifyDraft, type ForwardTarget } from './verify';
 
@@ -13,8 +16,12 @@ export interface OriginOptions {
   id: string;
   modelName: string;
   target: TargetModel;
-  /** Shared secret: when set, verify and generate require a valid signature (401 otherwise). */
-  secret?: string;
+  /** Secrets by key id (origin/auth.ts parseOriginKeys): when any is set, verify and generate require a valid signature (401 otherwise). */
+  keys?: KeyRing;
+  /** Signatures already accepted (replay protection); a fresh cache by default. */
+  seenSignatures?: SeenSignatures;
+  /** Largest request body read (413 beyond); by default the largest valid request for this target (origin/body-limit.ts). */
+  maxBodyBytes?: number;
   /** Forward-pass admission; one pass at a time by default. */
   queue?: ForwardQueue;
   /** Execution provider actually in use, reported by /health. */
@@ -24,10 +31,23 @@ export interface OriginOptions {
 }
 
 /** The reference verifier: POST /v1/verify, POST /v1/generate (NDJSON stream), GET /health. */
-export function createOriginApp({ id, modelName, target, secret, queue = new ForwardQueue(), device = 'cpu', costModel = null }: OriginOptions) {
+export function createOriginApp({
+  id,
+  modelName,
+  target,
+  keys = new Map(),
+  seenSignatures = new SeenSignatures(),
+  maxBodyBytes = protocolBodyLimit(target.config.maxPositions),
+  queue = new ForwardQueue(),
+  device = 'cpu',
+  costModel = null,
+}: OriginOptions) {
   const app = new Hono();
+  const signed = keys.size > 0;
 
   app.onError((err, c) => {
+    // The client left before its pass started (ForwardQueue dropped it): nobody reads this answer, nothing to log.
+    if (err.name === 'AbortError') return new Response(null, { status: 499 });
     const apiError = isApiError(err) ? err : new ApiError(500, `origin failure: ${err.message}`);
     if (!isApiError(err)) console.error('[origin]', err);
     return c.json(apiError.toBody(), apiError.status, apiError.headers);
@@ -42,22 +62,24 @@ export function createOriginApp({ id, modelName, target, secret, queue = new For
       vocab_size: target.config.vocabSize,
       max_positions: target.config.maxPositions,
       device,
-      auth: secret ? 'hmac-sha256' : 'none',
+      auth: signed ? 'hmac-sha256' : 'none',
       queue: queue.stats(),
       cost_model: costModel,
     };
     return c.json(health);
   });
 
-  // Liveness (/health) stays open for load balancers; everything that runs the model is signed.
-  if (secret) {
-    app.use('/v1/verify', requireSignature(secret));
-    app.use('/v1/generate', requireSignature(secret));
+  // Liveness (/health) stays open for load balancers; everything that runs the model is capped, then signed.
+  // Order: body limit (before a byte is read) → signature (over the raw text) → JSON parse → zod.
+  for (const path of ['/v1/verify', '/v1/generate']) {
+    app.use(path, limitBody(maxBodyBytes));
+    if (signed) app.use(path, requireSignature({ keys, seen: seenSignatures }));
   }
 
   app.post('/v1/verify', async (c) => {
-    const request = parseRequest(verifyRequestSchema, await readJsonBody(c.req.raw));
-    const { value: result, queueMs } = await queue.run(() => verifyDraft(target, request));
+    const request = parseRequest(verifyRequestSchema, await jsonBody(c));
+    // A verify whose client left while it waited (a discarded pipelined block) is dropped before its pass.
+    const { value: result, queueMs } = await queue.run(() => verifyDraft(target, request), c.req.raw.signal);
     const body: VerifyResponse = {
       accepted: result.accepted,
       tokens: result.tokens,
@@ -67,22 +89,28 @@ export function createOriginApp({ id, modelName, target, secret, queue = new For
   });
 
   app.post('/v1/generate', async (c) => {
-    const request = parseRequest(generateRequestSchema, await readJsonBody(c.req.raw));
+    const request = parseRequest(generateRequestSchema, await jsonBody(c));
+    // The edge gone means no more forward passes: @hono/node-server aborts the request's signal when the
+    // connection closes before the response finished; the stream's own abort (its reader cancelled)
+    // covers every other adapter. generateTokens checks before each pass, the queue drops a waiting one.
+    const streamGone = new AbortController();
+    const signal = AbortSignal.any([c.req.raw.signal, streamGone.signal]);
     // Each token's forward pass takes its own queue slot, so concurrent streams interleave token by token.
     let queueMs = 0;
     const queued: ForwardTarget = {
       config: target.config,
       logitsFrom: async (tokens, firstRow, cacheSalt) => {
-        const pass = await queue.run(() => target.logitsFrom(tokens, firstRow, cacheSalt));
+        const pass = await queue.run(() => target.logitsFrom(tokens, firstRow, cacheSalt), signal);
         queueMs += pass.queueMs;
         return pass.value;
       },
     };
-    const events = generateTokens(queued, request, c.req.raw.signal);
+    const events = generateTokens(queued, request, signal);
     // Validate before the first byte so a bad request is a 4xx, not a broken stream.
     const first = await events.next();
     c.header('content-type', 'application/x-ndjson');
     return stream(c, async (out) => {
+      out.onAbort(() => streamGone.abort(new DOMException('the client closed the generate stream', 'AbortError')));
       const write = (event: object) => out.write(JSON.stringify(event) + '\n');
       try {
         for (let next = first; !next.done; next = await events.next()) {
@@ -99,3 +127,14 @@ export function createOriginApp({ id, modelName, target, secret, queue = new For
 }
 
 const round = (ms: number) => Math.round(ms * 100) / 100;
+
+/** The body as JSON; Hono caches the text, so the signature check and this read it once. Malformed JSON is the client's error. */
+async function jsonBody(c: Context): Promise<unknown> {
+  const text = await c.req.text();
+  if (!text.trim()) throw new ApiError(400, 'Request body is empty; expected a JSON object.', null, 'invalid_json');
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new ApiError(400, 'Request body is not valid JSON.', null, 'invalid_json');
+  }
+}

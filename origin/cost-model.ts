@@ -1,8 +1,8 @@
 import type { ForwardResult } from '../shared/model';
 
 /**
- * GPU cost models for the reference origin (DESIGN: "Benchmarking honestly on
- * a 2-core CPU machine"). The real target still computes every token, so
+ * GPU cost models for the reference origin (ARCHITECTURE.md: "Benchmarking
+ * honestly"). The real target still computes every token, so
  * acceptance stays real; the origin then holds each forward pass until the
  * modelled duration of the same pass on the named GPU and model has elapsed.
  * A pass that already took longer on this CPU is not shortened: it counts as

@@ -5,6 +5,8 @@ import * as ort from 'onnxruntime-node';
 import { loadModel, type OrtRuntime } from '../shared/model';
 import { folderFiles } from '../shared/model/node-files';
 import { createOriginApp } from './app';
+import { parseOriginKeys } from './auth';
+import { protocolBodyLimit } from './body-limit';
 import { costModel, holdForwardPasses } from './cost-model';
 import { selectDevice } from './device';
 import { ForwardQueue } from './queue';
@@ -23,16 +25,25 @@ const { values } = parseArgs({
     'allow-unauthenticated': { type: 'boolean', default: false },
     'kv-cache-mb': { type: 'string', default: process.env.ORIGIN_KV_CACHE_MB ?? '256' },
     'kv-block': { type: 'string', default: process.env.ORIGIN_KV_BLOCK ?? '16' },
+    // Empty = the largest valid request for the loaded target (origin/body-limit.ts), about 8.5 MiB.
+    'max-body-mb': { type: 'string', default: process.env.ORIGIN_MAX_BODY_MB ?? '' },
     // Benchmarks: hold each forward pass to a modelled GPU duration (origin/cost-model.ts).
     'cost-model': { type: 'string', default: process.env.ORIGIN_COST_MODEL ?? '' },
   },
 });
-// The shared secret comes from the environment, never a flag: flags show up in `ps`.
-const secret = process.env.ORIGIN_SECRET || undefined;
+// Secrets come from the environment, never a flag: flags show up in `ps`. Errors name entries, never secrets.
+const keys = (() => {
+  try {
+    return parseOriginKeys(process.env);
+  } catch (err) {
+    return fail((err as Error).message);
+  }
+})();
 
 const port = Number(values.port);
 const threads = Number(values.threads);
-if (!Number.isInteger(port) || port <= 0 || port > 65535) fail(`--port must be a TCP port, got "${values.port}"`);
+// 0 = any free port (tests); the listening line says which.
+if (!Number.isInteger(port) || port < 0 || port > 65535) fail(`--port must be a TCP port, got "${values.port}"`);
 if (!Number.isInteger(threads) || threads < 1) fail(`--threads must be a positive integer, got "${values.threads}"`);
 const concurrency = Number(values.concurrency);
 const maxQueue = Number(values['max-queue']);
@@ -43,9 +54,11 @@ const kvCacheMb = Number(values['kv-cache-mb']);
 const kvBlock = Number(values['kv-block']);
 if (!(kvCacheMb >= 0)) fail(`--kv-cache-mb must be a non-negative number of MiB, got "${values['kv-cache-mb']}"`);
 if (!Number.isInteger(kvBlock) || kvBlock < 1) fail(`--kv-block must be a positive integer (tokens per KV block), got "${values['kv-block']}"`);
+const maxBodyMb = values['max-body-mb'] ? Number(values['max-body-mb']) : null;
+if (maxBodyMb !== null && !(maxBodyMb > 0)) fail(`--max-body-mb must be a positive number of MiB, got "${values['max-body-mb']}"`);
 const loopback = ['127.0.0.1', 'localhost', '::1'].includes(values.host!);
-if (!secret && !loopback && !values['allow-unauthenticated']) {
-  fail(`refusing to serve the target on ${values.host} without authentication: set ORIGIN_SECRET (the edge's ORIGIN_SECRET), or pass --allow-unauthenticated`);
+if (keys.size === 0 && !loopback && !values['allow-unauthenticated']) {
+  fail(`refusing to serve the target on ${values.host} without authentication: set ORIGIN_SECRET (the edge's ORIGIN_SECRET) or ORIGIN_SECRETS, or pass --allow-unauthenticated`);
 }
 
 const modelDir = resolve(values.model!);
@@ -75,13 +88,16 @@ if (values['cost-model']) {
   console.log(`[origin ${values.id}] forward passes held to the GPU cost model ${model.describe}`);
   process.on('exit', () => console.log(`[origin ${values.id}] cost model: ${held.overruns} of ${held.passes} passes ran longer on this CPU than modelled`));
 }
-const app = createOriginApp({ id: values.id!, modelName, target, secret, queue, device, costModel: costModelName });
-if (!secret) console.warn(`[origin ${values.id}] no ORIGIN_SECRET: verify and generate accept unsigned requests (fine on loopback, never on a network)`);
+const maxBodyBytes = maxBodyMb !== null ? Math.floor(maxBodyMb * 2 ** 20) : protocolBodyLimit(config.maxPositions);
+const app = createOriginApp({ id: values.id!, modelName, target, keys, queue, device, costModel: costModelName, maxBodyBytes });
+if (keys.size === 0) console.warn(`[origin ${values.id}] no ORIGIN_SECRET: verify and generate accept unsigned requests (fine on loopback, never on a network)`);
+// Key ids are names, not secrets: logging them lets an operator confirm a rotation step.
+else console.log(`[origin ${values.id}] verify and generate require signatures by key id ${[...keys.keys()].join(', ')}`);
 
 const server = serve({ fetch: app.fetch, port, hostname: values.host }, (info) => {
   console.log(
     `[origin ${values.id}] ${modelName} (${onnxPath}, ${config.numLayers} layers, vocab ${config.vocabSize}, context ${config.maxPositions}) ` +
-      `on ${device}, loaded in ${Math.round(performance.now() - started)} ms; listening on http://${values.host}:${info.port}`,
+      `on ${device}, loaded in ${Math.round(performance.now() - started)} ms; bodies up to ${(maxBodyBytes / 2 ** 20).toFixed(2)} MiB; listening on http://${values.host}:${info.port}`,
   );
 });
 server.on('error', (err) => fail(`cannot listen on ${values.host}:${port}: ${err.message}`));

@@ -14,6 +14,8 @@ export class ForwardQueue {
   private readonly waiting: Array<() => void> = [];
   /** Totals since start, for /health. */
   private served = 0;
+  /** Passes whose client left while they waited: never run. */
+  private dropped = 0;
   private queuedMsTotal = 0;
 
   constructor(
@@ -23,16 +25,28 @@ export class ForwardQueue {
     if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError(`queue concurrency must be a positive integer, got ${concurrency}`);
   }
 
-  /** Run `pass` when a slot is free; resolves with its value and how long it waited. */
-  async run<T>(pass: () => Promise<T>): Promise<{ value: T; queueMs: number }> {
+  /**
+   * Run `pass` when a slot is free; resolves with its value and how long it
+   * waited. When `signal` fires before the pass starts (the client went away,
+   * e.g. a pipelined verify block the edge discarded), the pass is dropped:
+   * it rejects with the abort and costs no forward pass. A pass already
+   * running is not interrupted (an ONNX run cannot be).
+   */
+  async run<T>(pass: () => Promise<T>, signal?: AbortSignal): Promise<{ value: T; queueMs: number }> {
     const enqueued = performance.now();
+    if (signal?.aborted) return this.drop(signal);
     if (this.running >= this.concurrency) {
       if (this.waiting.length >= this.maxWaiting) {
         const error = new ApiError(503, `origin is saturated: ${this.waiting.length} forward passes already waiting`, null, 'origin_overloaded');
         error.headers = { 'retry-after': '1' };
         throw error;
       }
-      await new Promise<void>((resolve) => this.waiting.push(resolve));
+      if (!(await this.waitForSlot(signal))) return this.drop(signal!);
+      // Handed a slot in the same tick the client left: pass it on rather than run for nobody.
+      if (signal?.aborted) {
+        this.release();
+        return this.drop(signal);
+      }
     } else {
       this.running++;
     }
@@ -42,11 +56,37 @@ export class ForwardQueue {
     try {
       return { value: await pass(), queueMs };
     } finally {
-      // Hand the slot straight to the next waiter (running stays the same), or free it.
-      const next = this.waiting.shift();
-      if (next) next();
-      else this.running--;
+      this.release();
     }
+  }
+
+  /** True when a finishing pass hands this waiter its slot; false when the signal fires first (it leaves the line). */
+  private waitForSlot(signal?: AbortSignal): Promise<boolean> {
+    return new Promise<boolean>((resolve) => {
+      const onAbort = () => {
+        const index = this.waiting.indexOf(wake);
+        if (index >= 0) this.waiting.splice(index, 1);
+        resolve(false);
+      };
+      const wake = () => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve(true);
+      };
+      this.waiting.push(wake);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  private drop(signal: AbortSignal): never {
+    this.dropped++;
+    throw abortError(signal);
+  }
+
+  /** Hand the slot straight to the next waiter (running stays the same), or free it. */
+  private release() {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.running--;
   }
 
   stats() {
@@ -55,7 +95,15 @@ export class ForwardQueue {
       running: this.running,
       waiting: this.waiting.length,
       served: this.served,
+      dropped: this.dropped,
       mean_queue_ms: this.served ? Math.round((this.queuedMsTotal / this.served) * 100) / 100 : 0,
     };
   }
+}
+
+/** The rejection of a dropped pass: an AbortError whatever the signal's reason (Node's server aborts with a string). */
+function abortError(signal: AbortSignal): Error {
+  const reason = signal.reason;
+  if (reason instanceof Error && reason.name === 'AbortError') return reason;
+  return new DOMException(`forward pass dropped before it started: ${reason instanceof Error ? reason.message : String(reason ?? 'aborted')}`, 'AbortError');
 }

@@ -48,8 +48,8 @@ export interface TargetKvHit {
 }
 
 /**
- * The origin's target-KV memory (DESIGN: the origin keeps target KV per
- * prefix): hash-chained full blocks, shared across requests with the same
+ * The origin's target-KV memory (ARCHITECTURE.md: Prefix KV in Durable Objects,
+ * "The origin's target KV"): hash-chained full blocks, shared across requests with the same
  * prefix under the same cache salt, plus a few live sequences so the rounds of
  * one generation only run their new tokens. Everything is in one LRU ordered
  * by last use and bounded by bytes. It is purely an optimisation: a miss, an

@@ -23,6 +23,9 @@ export async function verifyDraft(target: ForwardTarget, request: VerifyRequest)
   const vocab = target.config.vocabSize;
   const tokens = [...context, ...draft.map((d) => d.token)];
   checkTokens(tokens, vocab, target.config.maxPositions);
+  // The proposal's own entries too: an out-of-vocabulary id in q would index past the distribution.
+  const badQ = draft.flatMap((d) => d.q ?? []).find(([id]) => id >= vocab);
+  if (badQ) throw new ApiError(400, `draft q entry token id ${badQ[0]} is outside the target vocabulary (${vocab})`, 'draft', 'invalid_token');
 
   const started = performance.now();
   const result = await target.logitsFrom(tokens, context.length - 1, request.cache_salt);

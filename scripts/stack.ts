@@ -1,5 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { seedModels } from './seed-models';
 
 /**
@@ -44,6 +48,30 @@ export interface EdgeOptions extends ProcessOptions {
   persistTo?: string;
   /** ORIGIN_SECRET for signing origin calls (a wrangler secret in production; a --var locally). */
   secret?: string;
+  /**
+   * Which Worker: "test" (default) is functions/testing/entry.ts, the app plus
+   * the /internal/* routes tests and benchmarks use; "production" is the
+   * deployed entry, functions/index.ts (`npm start`).
+   */
+  worker?: 'test' | 'production';
+  /** ADMIN_SECRET of the admin API; a fresh random one when unset. */
+  adminSecret?: string;
+  /**
+   * A tenant to create once the edge is up, whose new key the service
+   * returns as `apiKey` (no limits unless given); false = none.
+   */
+  tenant?: { name?: string; limits?: Record<string, number | null> } | false;
+}
+
+/** A running edge and the credentials to use it. */
+export interface EdgeService extends Service {
+  adminSecret: string;
+  /** The key of the tenant created at start (options.tenant), else ''. */
+  apiKey: string;
+  /** A new tenant with these limits, and a key for it (admin API). */
+  createTenantKey(limits?: Record<string, number | null>, name?: string): Promise<{ tenantId: string; keyId: string; key: string }>;
+  /** An admin API call with the admin secret. */
+  admin(method: string, path: string, body?: unknown): Promise<any>;
 }
 
 export async function startOrigin(options: OriginOptions): Promise<Service> {
@@ -54,18 +82,41 @@ export async function startOrigin(options: OriginOptions): Promise<Service> {
   if (options.id) args.push('--id', options.id);
   if (options.args) args.push(...options.args);
   // The secret travels in the environment, never argv; an ORIGIN_SECRET of the parent is not inherited by accident.
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ORIGIN_SECRET: options.secret ?? '' } });
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ORIGIN_SECRET: options.secret ?? '', ORIGIN_SECRETS: '' } });
   return await supervise(child, `${url}/health`, url, '[origin]', 60_000, options);
 }
 
-export async function startEdge(options: EdgeOptions): Promise<Service> {
+const wranglerEnv = { ...process.env, WRANGLER_SEND_METRICS: 'false', CLOUDFLARE_CF_FETCH_ENABLED: 'false', CI: '1' };
+
+/** `wrangler d1 migrations apply DB --local` on the persistence directory `wrangler dev` will use. */
+export async function applyMigrations(persistTo: string, worker: 'test' | 'production', log?: (line: string) => void): Promise<void> {
+  const args = ['node_modules/wrangler/bin/wrangler.js', 'd1', 'migrations', 'apply', 'DB', '--local', '--persist-to', persistTo];
+  if (worker === 'test') args.push('--env', 'test');
+  try {
+    const { stdout } = await promisify(execFile)(process.execPath, args, { env: wranglerEnv });
+    const applied = stdout.split('\n').filter((l) => /\.sql\b.*✅|✅.*\.sql/.test(l)).length;
+    log?.(applied ? `applied ${applied} D1 migration(s) to the local database` : 'local D1 database is up to date');
+  } catch (err) {
+    const { stdout, stderr } = err as { stdout?: string; stderr?: string };
+    throw new Error(`wrangler d1 migrations apply failed:\n${stdout ?? ''}${stderr ?? ''}`);
+  }
+}
+
+export async function startEdge(options: EdgeOptions): Promise<EdgeService> {
   const draftDir = options.draftDir ?? 'models/edgespec-draft';
   const persistTo = options.persistTo ?? '.wrangler/state';
+  const worker = options.worker ?? 'test';
   const url = `http://127.0.0.1:${options.port}`;
   await seedModels({ persistTo, modelDirs: [draftDir], log: options.log });
+  await applyMigrations(persistTo, worker, options.log);
   const draftName = draftDir.split(/[\\/]/).filter(Boolean).pop()!;
+  const adminSecret = options.adminSecret ?? randomBytes(24).toString('hex');
   const vars: Record<string, string> = { ORIGIN_URL: options.originUrl, DRAFT_MODEL: draftName, ...options.vars };
-  if (options.secret) vars.ORIGIN_SECRET = options.secret;
+  // Secrets go to wrangler in an env file (the local stand-in for `wrangler secret put`), never in argv, where `ps` shows them.
+  const secretsFile = join(persistTo, 'edge-secrets.env');
+  await mkdir(persistTo, { recursive: true });
+  const secrets = { ADMIN_SECRET: adminSecret, ...(options.secret ? { ORIGIN_SECRET: options.secret } : {}) };
+  await writeFile(secretsFile, Object.entries(secrets).map(([k, v]) => `${k}=${v}\n`).join(''), { mode: 0o600 });
   options.log?.(`starting edge (wrangler dev, workerd) on ${url}`);
   const child = spawn(
     process.execPath,
@@ -75,22 +126,49 @@ export async function startEdge(options: EdgeOptions): Promise<Service> {
       '--persist-to', persistTo,
       '--inspector-port', '0',
       '--show-interactive-dev-session=false',
+      ...(worker === 'test' ? ['--env', 'test'] : []),
+      '--env-file', secretsFile,
       ...Object.entries(vars).flatMap(([k, v]) => ['--var', `${k}:${v}`]),
     ],
     {
       stdio: ['ignore', 'pipe', 'pipe'],
       // Local only: no metrics, no fetch of a real Request.cf object (the placeholder is fine here).
-      env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CLOUDFLARE_CF_FETCH_ENABLED: 'false', WRANGLER_LOG: process.env.WRANGLER_LOG ?? 'warn' },
+      env: { ...wranglerEnv, WRANGLER_LOG: process.env.WRANGLER_LOG ?? 'warn' },
     },
   );
-  return await supervise(child, `${url}/health`, url, '[edge]', 120_000, options);
+  const service = await supervise(child, `${url}/health`, url, '[edge]', 120_000, options);
+  const admin = async (method: string, path: string, body?: unknown): Promise<any> => {
+    const response = await fetch(url + path, {
+      method,
+      headers: { authorization: `Bearer ${adminSecret}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const json = await response.json().catch(() => null);
+    if (!response.ok) throw new Error(`admin ${method} ${path} answered ${response.status}: ${JSON.stringify(json)}`);
+    return json;
+  };
+  const createTenantKey = async (limits: Record<string, number | null> = {}, name = `tenant-${randomBytes(4).toString('hex')}`) => {
+    const tenant = await admin('POST', '/admin/tenants', { name, limits });
+    const key = await admin('POST', '/admin/keys', { tenant: tenant.id, name: 'default' });
+    return { tenantId: tenant.id as string, keyId: key.id as string, key: key.key as string };
+  };
+  let apiKey = '';
+  if (options.tenant !== false) {
+    try {
+      apiKey = (await createTenantKey(options.tenant?.limits, options.tenant?.name)).key;
+    } catch (err) {
+      await service.stop();
+      throw err;
+    }
+  }
+  return { ...service, adminSecret, apiKey, admin, createTenantKey };
 }
 
 export interface Stack {
   originUrl: string;
   edgeUrl: string;
   origin: Service;
-  edge: Service;
+  edge: EdgeService;
   stop(): Promise<void>;
 }
 

@@ -1,12 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { startStack } from './stack';
+import { LOCAL_CREDENTIALS, readLocalCredentials, writeLocalCredentials } from './local-credentials';
+import { startStack, type EdgeService } from './stack';
 
 /**
  * `npm start`: the embedded default. A local origin verifying with the shipped
  * target model and the edge Worker drafting with the shipped int8 draft in
- * workerd, no accounts and no GPU. Prints the URL and a first request.
+ * workerd, no accounts and no GPU. Prints the URL, a working local API key
+ * (created on the first run, reused after) and a first request.
  */
 const { values } = parseArgs({
   options: {
@@ -24,12 +26,20 @@ for (const dir of [values.target!, values.draft!]) {
   }
 }
 
+const saved = readLocalCredentials();
+const adminSecret = saved?.adminSecret ?? randomBytes(24).toString('hex');
+
 const stack = await startStack({
   originPort: Number(values['origin-port']),
   edgePort: Number(values.port),
   targetDir: values.target,
   draftDir: values.draft,
   inheritOutput: true,
+  // The production Worker (functions/index.ts): what a deployment runs.
+  worker: 'production',
+  persistTo: '.wrangler/state',
+  adminSecret,
+  tenant: false,
   // Edge -> origin calls are signed even locally: a fresh secret per run unless ORIGIN_SECRET is set.
   secret: process.env.ORIGIN_SECRET || randomBytes(32).toString('hex'),
   log: (line) => console.log(`[start] ${line}`),
@@ -38,16 +48,29 @@ const stack = await startStack({
   process.exit(1);
 });
 
+const apiKey = await localApiKey(stack.edge, saved?.apiKey).catch(async (err: Error) => {
+  console.error(`[start] could not set up the local API key: ${err.message}`);
+  await stack.stop();
+  process.exit(1);
+});
+await writeLocalCredentials({ adminSecret, apiKey });
+
 console.log(`
 edgespec is running.
   edge (OpenAI-compatible): ${stack.edgeUrl}/v1
   origin verifier:          ${stack.originUrl}
+  local API key:            ${apiKey}
+  (kept in ${LOCAL_CREDENTIALS} with the local admin secret; \`npm run keys -- list\` manages keys)
 
 Try:
   curl -s ${stack.edgeUrl}/v1/completions -H 'content-type: application/json' \\
+    -H 'authorization: Bearer ${apiKey}' \\
     -d '{"prompt": "function add(a, b) {", "max_tokens": 32, "temperature": 0}'
 
-Streaming with the openai client: see README.md. Ctrl-C stops both processes.
+With the openai client:
+  const client = new OpenAI({ baseURL: '${stack.edgeUrl}/v1', apiKey: '${apiKey}' });
+
+Ctrl-C stops both processes.
 `);
 
 let stopping = false;
@@ -66,4 +89,17 @@ for (const child of [stack.origin.process, stack.edge.process]) {
       void shutdown(1);
     }
   });
+}
+
+/** The saved local key when it still works (the local database may have been wiped), else a new one for the tenant "local". */
+async function localApiKey(edge: EdgeService, savedKey: string | undefined): Promise<string> {
+  if (savedKey) {
+    const check = await fetch(`${edge.url}/v1/models`, { headers: { authorization: `Bearer ${savedKey}` } });
+    if (check.ok) return savedKey;
+  }
+  const tenants = (await edge.admin('GET', '/admin/tenants')) as { data: Array<{ id: string; name: string }> };
+  const tenant = tenants.data.find((t) => t.name === 'local') ?? (await edge.admin('POST', '/admin/tenants', { name: 'local' }));
+  const created = await edge.admin('POST', '/admin/keys', { tenant: tenant.id, name: 'npm-start' });
+  console.log(`[start] created local API key ${created.id} for tenant "local"`);
+  return created.key as string;
 }

@@ -7,6 +7,14 @@ import { z } from 'zod';
 
 const tokenId = z.number().int().nonnegative();
 
+/**
+ * Largest RNG offset a call may carry. Draws are keyed by the position
+ * offset + i (shared/sampling/rng.ts), which must stay a safe integer
+ * (< 2^53) for every position the call decides; 2^52 leaves 2^52 positions of
+ * headroom, far beyond any context, and no real generation comes near it.
+ */
+export const MAX_SAMPLING_OFFSET = 2 ** 52;
+
 export const samplingSchema = z.object({
   temperature: z.number().min(0).max(2),
   top_p: z.number().gt(0).max(1),
@@ -14,17 +22,36 @@ export const samplingSchema = z.object({
   /** Seed of the counter-based RNG: a seeded request is reproducible. */
   seed: z.number().int().nonnegative().max(2 ** 32 - 1),
   /** Generation position of the first token this call decides (the RNG counter). */
-  offset: z.number().int().nonnegative(),
+  offset: z.number().int().nonnegative().max(MAX_SAMPLING_OFFSET),
 });
 export type WireSampling = z.infer<typeof samplingSchema>;
 
 const cacheSaltSchema = z.string().max(256).optional();
 
-export const draftTokenSchema = z.object({
-  token: tokenId,
-  /** Sparse [token, prob] pairs the draft sampled from; absent = deterministic proposal. */
-  q: z.array(z.tuple([tokenId, z.number().min(0).max(1)])).max(4096).optional(),
-});
+/** How far a sparse q's probabilities may sum from 1 (shared/sampling/distribution.ts, assertSparseDistribution). */
+const Q_SUM_TOLERANCE = 1e-6;
+
+export const draftTokenSchema = z
+  .object({
+    token: tokenId,
+    /** Sparse [token, prob] pairs the draft sampled from; absent = deterministic proposal. */
+    q: z.array(z.tuple([tokenId, z.number().min(0).max(1)])).max(4096).optional(),
+  })
+  .superRefine((draft, ctx) => {
+    // What verification asserts of q (shared/sampling/verify.ts), checked here so a malformed q is
+    // the caller's 400 and not a RangeError (500) in the middle of verification.
+    if (!draft.q) return;
+    const seen = new Set<number>();
+    let total = 0;
+    for (const [token, prob] of draft.q) {
+      if (seen.has(token)) return void ctx.addIssue({ code: 'custom', path: ['q'], message: `token ${token} appears twice in q` });
+      seen.add(token);
+      total += prob;
+    }
+    if (!(Math.abs(total - 1) <= Q_SUM_TOLERANCE)) ctx.addIssue({ code: 'custom', path: ['q'], message: `q must sum to 1, sums to ${total}` });
+    const own = draft.q.find(([token]) => token === draft.token);
+    if (!own || !(own[1] > 0)) ctx.addIssue({ code: 'custom', path: ['q'], message: `the drafted token ${draft.token} must have positive probability under its own q` });
+  });
 
 export const verifyRequestSchema = z.object({
   model: z.string().optional(),
@@ -38,24 +65,35 @@ export const verifyRequestSchema = z.object({
 });
 export type VerifyRequest = z.infer<typeof verifyRequestSchema>;
 
-export interface OriginStats {
-  /** Which origin answered (its configured id). */
-  id: string;
-  /** Time in the target's forward pass for this call. */
-  forward_ms: number;
-  /** Context tokens whose target KV was already held, so not recomputed. */
-  cached_tokens: number;
-  /** Time this call waited for the origin's forward-pass queue (reference origin). */
-  queue_ms?: number;
-}
+/*
+ * Replies. The edge parses every origin reply with these schemas (functions/upstream/client.ts)
+ * and checks it against its request (verifyReplyProblem, generateEventProblem): a reply that is
+ * not JSON, has the wrong shape or contradicts the request is the origin's failure, never data.
+ * Objects are not strict: an origin may add fields, which the edge drops.
+ */
+const count = z.number().int().nonnegative();
+const millis = z.number().nonnegative();
 
-export interface VerifyResponse {
+export const originStatsSchema = z.object({
+  /** Which origin answered (its configured id). */
+  id: z.string().max(256),
+  /** Time in the target's forward pass for this call. */
+  forward_ms: millis,
+  /** Context tokens whose target KV was already held, so not recomputed. */
+  cached_tokens: count,
+  /** Time this call waited for the origin's forward-pass queue (reference origin). */
+  queue_ms: millis.optional(),
+});
+export type OriginStats = z.infer<typeof originStatsSchema>;
+
+export const verifyResponseSchema = z.object({
   /** Drafted tokens accepted. */
-  accepted: number;
+  accepted: count.max(64),
   /** The accepted drafts followed by exactly one token from the target (correction or bonus). */
-  tokens: number[];
-  origin: OriginStats;
-}
+  tokens: z.array(tokenId).min(1).max(65),
+  origin: originStatsSchema,
+});
+export type VerifyResponse = z.infer<typeof verifyResponseSchema>;
 
 export const generateRequestSchema = z.object({
   model: z.string().optional(),
@@ -70,23 +108,56 @@ export const generateRequestSchema = z.object({
 export type GenerateRequest = z.infer<typeof generateRequestSchema>;
 
 /** One line of the origin's newline-delimited JSON stream for /v1/generate. */
-export type GenerateEvent =
-  | { type: 'token'; token: number; forward_ms: number }
-  | { type: 'done'; finish_reason: 'stop' | 'length'; origin: OriginStats }
-  | { type: 'error'; message: string };
+export const generateEventSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('token'), token: tokenId, forward_ms: millis }),
+  z.object({ type: z.literal('done'), finish_reason: z.enum(['stop', 'length']), origin: originStatsSchema }),
+  /** The origin failed mid-stream; `message` is the origin's own text (logged by the edge, never shown to clients). */
+  z.object({ type: z.literal('error'), message: z.string() }),
+]);
+export type GenerateEvent = z.infer<typeof generateEventSchema>;
 
-export interface OriginHealth {
-  status: 'ok';
-  id: string;
-  model: string;
-  vocab_size: number;
-  max_positions: number;
+export const originHealthSchema = z.object({
+  status: z.literal('ok'),
+  id: z.string().max(256),
+  model: z.string().max(1024),
+  vocab_size: z.number().int().positive(),
+  max_positions: z.number().int().positive(),
   /** Reference origin: execution provider in use ("cpu", "cuda"). */
-  device?: string;
+  device: z.string().max(256).optional(),
   /** Reference origin: "hmac-sha256" when verify/generate require signatures, "none" otherwise. */
-  auth?: string;
+  auth: z.string().max(256).optional(),
   /** Reference origin: forward-pass queue (concurrency, running, waiting, served, mean_queue_ms). */
-  queue?: { concurrency: number; running: number; waiting: number; served: number; mean_queue_ms: number };
+  queue: z.object({ concurrency: count, running: count, waiting: count, served: count, mean_queue_ms: millis }).optional(),
   /** Reference origin: the GPU cost model forward passes are held to (benchmarks), or null for measured timing. */
-  cost_model?: string | null;
+  cost_model: z.string().max(256).nullable().optional(),
+});
+export type OriginHealth = z.infer<typeof originHealthSchema>;
+
+/**
+ * What is wrong with a (schema-valid) verify reply given its request, or null:
+ * `accepted` is at most the number of drafts, `tokens` is the accepted drafts
+ * themselves plus exactly one more, and every token is inside the vocabulary
+ * (checked when `vocabSize` is known). Pure; the edge treats any answer as a
+ * malformed reply from that origin.
+ */
+export function verifyReplyProblem(request: { draft: ReadonlyArray<{ token: number }> }, reply: Pick<VerifyResponse, 'accepted' | 'tokens'>, vocabSize?: number): string | null {
+  const k = request.draft.length;
+  const { accepted, tokens } = reply;
+  if (!Number.isInteger(accepted) || accepted < 0 || accepted > k) return `accepted ${accepted} is not an integer in 0..${k} (the draft length)`;
+  if (tokens.length !== accepted + 1) return `${tokens.length} tokens for ${accepted} accepted (expected accepted + 1 = ${accepted + 1})`;
+  for (let i = 0; i < accepted; i++) {
+    if (tokens[i] !== request.draft[i].token) return `token ${i} is not the accepted draft token`;
+  }
+  return tokensProblem(tokens, vocabSize);
+}
+
+/** What is wrong with a (schema-valid) generate event, or null: a token must be inside the vocabulary (when `vocabSize` is known). */
+export function generateEventProblem(event: GenerateEvent, vocabSize?: number): string | null {
+  return event.type === 'token' ? tokensProblem([event.token], vocabSize) : null;
+}
+
+function tokensProblem(tokens: readonly number[], vocabSize: number | undefined): string | null {
+  if (vocabSize === undefined) return null;
+  const index = tokens.findIndex((t) => !Number.isInteger(t) || t < 0 || t >= vocabSize);
+  return index < 0 ? null : `token ${tokens[index]} is outside the vocabulary (${vocabSize})`;
 }

@@ -6,6 +6,13 @@ import { z } from 'zod';
  * implement are accepted only at their neutral value, so a client never gets
  * silently different behaviour.
  */
+/**
+ * A stop string is matched against the text of every round and the last
+ * (longest stop − 1) characters are held back from the stream, so its length
+ * is bounded; 256 characters is far beyond any stop sequence in use.
+ */
+const stopString = z.string().min(1, 'stop strings must not be empty').max(256, 'a stop string has at most 256 characters');
+
 export const completionRequestSchema = z.strictObject({
   model: z.string().min(1).optional(),
   prompt: z.union([
@@ -20,7 +27,7 @@ export const completionRequestSchema = z.strictObject({
   top_k: z.number().int().min(-1).nullish().transform((v) => (v == null || v === -1 ? 0 : v)),
   seed: z.number().int().min(0).max(2 ** 32 - 1).nullish(),
   stop: z
-    .union([z.string().min(1), z.array(z.string().min(1)).max(4)])
+    .union([stopString, z.array(stopString).max(4)])
     .nullish()
     .transform((v) => (v == null ? [] : typeof v === 'string' ? [v] : v)),
   stream: z.boolean().nullish().transform((v) => v ?? false),
@@ -32,7 +39,7 @@ export const completionRequestSchema = z.strictObject({
   frequency_penalty: z.literal(0, 'frequency_penalty is not supported').nullish(),
   presence_penalty: z.literal(0, 'presence_penalty is not supported').nullish(),
   suffix: z.null('suffix is not supported').optional(),
-  user: z.string().optional(),
+  user: z.string().max(256).optional(),
   /** vLLM's extension: also return the prompt's and the completion's token ids. */
   return_token_ids: z.boolean().optional(),
   /** edgespec: "draft" lets the draft model answer alone when no origin can (labelled in the response); "none" (default) answers 503. */

@@ -46,7 +46,7 @@ export interface ObjectStats {
 
 /**
  * PrefixCache: draft-model KV blocks of one prefix family, in SQLite-backed
- * Durable Object storage (DESIGN: Prefix KV in Durable Objects). One row per
+ * Durable Object storage (ARCHITECTURE.md: Prefix KV in Durable Objects). One row per
  * block (a row holds at most 2 MB; a block of the shipped draft is 16 KiB),
  * LRU by bytes within the object's budget, expiry by alarm.
  *

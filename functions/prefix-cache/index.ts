@@ -5,7 +5,7 @@ import { DraftPrefixCache } from './client';
 
 export { DraftPrefixCache, type DraftPrefix, type RestoredPrefix } from './client';
 export { PrefixCache } from './durable-object';
-export { tenantCacheSalt, tenantOrigin, type TenantVariables } from './tenant';
+export { tenantOrigin } from './tenant';
 
 /** The draft prefix cache for one request, or null when the PREFIX_CACHE binding is absent. */
 export function draftPrefixCache(env: Env, config: EdgeConfig, engine: DraftEngine, cacheSalt: string): DraftPrefixCache | null {

@@ -8,7 +8,8 @@ import type { ProposeOptions, Proposer } from './types';
  * Drafts with a small causal LM. Greedy requests get deterministic proposals
  * (the draft's argmax; only ids cross the wire). Sampled requests draw from
  * the draft's processed distribution cut to its `qEntries` most likely tokens
- * and renormalised, so q is exactly the short list that is sent (DESIGN: q on the wire).
+ * and renormalised, so q is exactly the short list that is sent
+ * (ARCHITECTURE.md: Speculative decoding, exactly, "q on the wire").
  *
  * The KV cache persists across rounds: after verification only the tokens the
  * draft has not seen (the target's correction or bonus, and whatever followed a

@@ -3,7 +3,7 @@ import type { KvCache } from '../../shared/model';
 import type { WireSampling } from '../../shared/protocol';
 
 /**
- * One way of drafting (STYLE: vLLM's proposer interface). Given the context so
+ * One way of drafting (vLLM's proposer interface; ARCHITECTURE.md: Style rules). Given the context so
  * far, propose up to `maxTokens` draft tokens; the verifier never needs to
  * know where they came from. A proposer instance lives for one generation, so
  * it may keep state (a KV cache) between rounds.

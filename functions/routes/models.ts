@@ -1,11 +1,10 @@
 import { Hono } from 'hono';
-import { edgeConfig } from '../config';
-import type { Env } from '../env';
+import type { EdgeEnv } from '../context';
 
-export const models = new Hono<{ Bindings: Env }>();
+export const models = new Hono<EdgeEnv>();
 
 models.get('/v1/models', (c) => {
-  const { modelId, draftModel } = edgeConfig(c.env);
+  const { modelId, draftModel } = c.var.config;
   return c.json({
     object: 'list',
     data: [{ id: modelId, object: 'model', created: 0, owned_by: 'edgespec', draft: draftModel }],

@@ -1,5 +1,5 @@
 /**
- * The delay-adaptive draft-length policy (DESIGN: "Why latency matters here").
+ * The delay-adaptive draft-length policy (ARCHITECTURE.md: "Why link delay decides everything").
  *
  * Lockstep speculation delivers E(k) tokens per round at a cost of
  * k·t_draft + R + t_verify(k), with E(k) = (1 − α^{k+1})/(1 − α) for per-token

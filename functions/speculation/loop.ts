@@ -1,7 +1,7 @@
 import { ApiError } from '../../shared/errors';
 import type { VerifyResponse, WireSampling } from '../../shared/protocol';
 import type { DraftToken } from '../../shared/sampling';
-import type { OriginClient } from '../origin/client';
+import type { OriginClient } from '../upstream/client';
 import type { Proposer } from '../proposers';
 import { DelayAdaptiveController, isolateLink, type LinkEstimator } from './controller';
 import type { SpeculationStats } from './stats';
@@ -62,10 +62,12 @@ interface Block {
   draftMs: number;
   sentAt: number;
   verdict: Promise<VerifyResponse>;
+  /** Aborts this block's verify call (its answer will not be used). */
+  discard: AbortController;
 }
 
 /**
- * Speculative decoding (DESIGN: Speculative decoding, exactly), lockstep or
+ * Speculative decoding (ARCHITECTURE.md: Speculative decoding, exactly), lockstep or
  * pipelined: propose k tokens at the edge, verify them at the origin in one
  * target pass, emit the accepted tokens plus the target's own next token.
  *
@@ -129,10 +131,13 @@ async function* speculate(
         const draftStarted = now();
         const draft = k > 0 ? await proposer.propose(context, k, sampling, { minConfidence: plan.minConfidence }) : [];
         const sentAt = now();
-        const verdict = origin.verify({ context, draft, sampling, method: plan.method });
+        signal?.throwIfAborted();
+        const discard = new AbortController();
+        const blockSignal = signal ? AbortSignal.any([signal, discard.signal]) : discard.signal;
+        const verdict = origin.verify({ context, draft, sampling, method: plan.method }, blockSignal);
         // A discarded block's answer is never awaited: keep its failure from surfacing as unhandled.
         verdict.catch(() => {});
-        inflight.push({ context: context.length, offset: position, draft, draftMs: sentAt - draftStarted, sentAt, verdict });
+        inflight.push({ context: context.length, offset: position, draft, draftMs: sentAt - draftStarted, sentAt, verdict, discard });
         stats.draftMs += sentAt - draftStarted;
         stats.drafted += draft.length;
         assumed.push(...draft.map((d) => d.token));
@@ -169,6 +174,8 @@ async function* speculate(
       } else {
         tokens = verdict.tokens;
         stats.discardedRounds += inflight.length;
+        // Their answers cannot be used: cancel the calls (an origin drops a pass that has not started).
+        for (const discarded of inflight) discarded.discard.abort();
         inflight = [];
         assumed = [];
       }
@@ -179,8 +186,9 @@ async function* speculate(
     }
     return 'length';
   } finally {
-    // Ended early (stop string, client gone, error): answers still on the wire cost target passes too.
+    // Ended early (stop string, client gone, error): answers still on the wire cost target passes too; cancel them.
     stats.discardedRounds += inflight.length;
+    for (const discarded of inflight) discarded.discard.abort();
   }
 }
 
@@ -226,7 +234,7 @@ export async function* originDecode(
         stats.originIds.add(event.origin.id);
         return event.finish_reason;
       } else {
-        throw new ApiError(502, `origin generation failed: ${event.message}`, null, 'origin_error');
+        throw new ApiError(502, 'origin generation failed mid-stream', null, 'origin_error');
       }
     }
   } finally {

@@ -21,7 +21,7 @@ export interface CorpusOptions {
   totalBytes: number;
 }
 
-// SPDX ids accepted as permissive (DESIGN.md, pilot).
+// SPDX ids accepted as permissive (ARCHITECTURE.md: Platform facts, "Training the model pair here").
 const PERMISSIVE = new Set([
   "MIT", "MIT-0", "ISC", "Apache-2.0", "BSD-2-Clause", "BSD-3-Clause", "0BSD",
   "BlueOak-1.0.0", "Unlicense", "CC0-1.0", "Zlib",

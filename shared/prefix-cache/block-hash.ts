@@ -1,5 +1,5 @@
 /**
- * The prefix-cache hash chain both sides use (DESIGN: Prefix KV in Durable
+ * The prefix-cache hash chain both sides use (ARCHITECTURE.md: Prefix KV in Durable
  * Objects; vLLM's automatic prefix caching): block i's key is
  * SHA-256(key of block i-1, model id, cache salt, tokens of block i).
  * A key therefore names the whole prefix up to the end of its block, under

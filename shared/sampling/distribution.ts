@@ -59,7 +59,10 @@ function rankedIndices(values: ArrayLike<number>, count: number): number[] {
  * Probabilities after temperature -> top-k -> top-p (the order HF transformers
  * uses), exactly as plain sampling uses them. Dense, length = vocab.
  *
- * - temperature: softmax(logits / T).
+ * - temperature: softmax(logits / T), computed as exp((logit − max) / T) so that
+ *   every T in (0, ∞) and every finite logit give the exact float64 answer (a
+ *   tiny T: the limiting distribution, all mass on the argmax, exact ties split
+ *   evenly). No parameter the request schema accepts can make this NaN.
  * - top-k: the k highest logits, ties broken by lower token id, so exactly k
  *   survive (HF keeps every token tied with the k-th; one fixed rule matters
  *   more here than matching HF on exact ties, and it makes top_k = 1 agree with
@@ -76,23 +79,27 @@ export function processLogits(logits: Float32Array | Float64Array, params: Sampl
   const vocab = logits.length;
   if (vocab === 0) throw new RangeError('processLogits needs at least one logit');
 
-  const scaled = new Float64Array(vocab);
   let max = -Infinity;
   for (let i = 0; i < vocab; i++) {
     const logit = logits[i];
     if (Number.isNaN(logit) || logit === Infinity) throw new RangeError(`logit ${i} is ${logit}`);
-    scaled[i] = logit / params.temperature;
-    if (scaled[i] > max) max = scaled[i];
+    if (logit > max) max = logit;
   }
   if (max === -Infinity) throw new RangeError('every logit is -Infinity');
-  // Softmax weights, shifted by the max for stability; probabilities are weight / (sum over the kept tokens).
+  // Softmax weights exp((logit − max) / T), the shift applied BEFORE dividing by T. Mathematically the same
+  // as exp(logit/T − max/T), but logit/T overflows to ±Infinity for a tiny T or a huge logit (1e38 / 0.5,
+  // or any nonzero logit / 5e-324) and Infinity − Infinity is NaN. This way the argmax set always gets
+  // weight exactly exp(0) = 1, a logit below it gets exp(−gap/T) ∈ [0, 1) (an overflowing −gap/T is −Infinity,
+  // weight 0, which is the exact float64 value), and a tiny T gives the limiting distribution: all mass on the
+  // argmax, split evenly among exact ties — the correct distribution at that temperature in floating point.
   const weights = new Float64Array(vocab);
-  for (let i = 0; i < vocab; i++) weights[i] = Math.exp(scaled[i] - max);
+  for (let i = 0; i < vocab; i++) weights[i] = Math.exp((logits[i] - max) / params.temperature);
 
   const topK = params.top_k > 0 && params.top_k < vocab ? params.top_k : vocab;
-  // null = every token is still in.
-  let kept: number[] | null = topK < vocab ? rankedIndices(scaled, topK) : null;
-  if (params.top_p < 1) kept = nucleus(weights, kept, params.top_p);
+  // null = every token is still in. Top-k ranks the logits themselves: dividing by T > 0 keeps their order,
+  // and the raw values never collapse into rounding ties the way logit/T or the weights can.
+  let kept: number[] | null = topK < vocab ? rankedIndices(logits, topK) : null;
+  if (params.top_p < 1) kept = nucleus(logits, weights, kept, params.top_p);
 
   const probs = new Float64Array(vocab);
   if (kept === null) {
@@ -108,10 +115,13 @@ export function processLogits(logits: Float32Array | Float64Array, params: Sampl
 }
 
 /**
- * Top-p: the smallest set of most probable tokens (by weight, ties by lower
- * id) among `candidates` (null = all) holding top_p of their mass.
+ * Top-p: the smallest set of most probable tokens (ties by lower id) among
+ * `candidates` (null = all) holding top_p of their mass. "Most probable" is
+ * ordered by logit: the same order as by weight wherever the weights differ,
+ * and it keeps distinct logits apart where exp rounds their weights to one
+ * value (weights 1 and exp(−1e-17) are both 1), so the argmax is always first.
  */
-function nucleus(weights: Float64Array, candidates: number[] | null, topP: number): number[] {
+function nucleus(logits: Float32Array | Float64Array, weights: Float64Array, candidates: number[] | null, topP: number): number[] {
   let total = 0;
   if (candidates) for (const token of candidates) total += weights[token];
   else for (let i = 0; i < weights.length; i++) total += weights[i];
@@ -122,7 +132,8 @@ function nucleus(weights: Float64Array, candidates: number[] | null, topP: numbe
   const floor = candidates ? 0 : ((1 - topP) / weights.length) * total;
   const ordered: number[] = [];
   for (const token of candidates ?? weights.keys()) if (weights[token] > 0 && weights[token] >= floor) ordered.push(token);
-  ordered.sort((a, b) => weights[b] - weights[a] || a - b);
+  // Every token here has weight > 0, so a finite logit: the difference is never NaN.
+  ordered.sort((a, b) => logits[b] - logits[a] || a - b);
 
   let cumulative = 0;
   for (let j = 0; j < ordered.length; j++) {

@@ -1,6 +1,6 @@
 /**
  * Verification of drafted tokens against the target: the rules that make
- * speculative decoding lossless (DESIGN.md, "Speculative decoding, exactly").
+ * speculative decoding lossless (ARCHITECTURE.md: "Speculative decoding, exactly").
  *
  * Pure functions: distributions and a counter-based Rng in, decision out. They
  * never know where a draft came from (draft model, n-gram, user prediction);
@@ -135,10 +135,14 @@ export function blockVerificationWeights(draftTokens: DraftToken[], p: Float64Ar
     const target = p[i];
     let residualMass = 0;
     for (let x = 0; x < vocab; x++) residualMass += Math.max(0, weight * target[x] - qNext[x]);
-    const denominator = residualMass + 1 - weight;
+    // residualMass + (1 − weight), not (residualMass + 1) − weight: rounding the sum with 1 first can
+    // leave the denominator below residualMass, and h_i above 1 (fuzz: 1.0000000000000002). 1 − weight is
+    // exact for weight in [0.5, 1] (Sterbenz), and h_i ≤ 1 holds in exact arithmetic, so the clamp only
+    // removes rounding.
+    const denominator = residualMass + (1 - weight);
     // A zero denominator means weight = 1 and p == q at the next position, so the next draft's
     // weight is 1 too and its threshold is 1: τ = i cannot happen and this value never matters.
-    thresholds.push(denominator > 0 ? residualMass / denominator : 1);
+    thresholds.push(denominator > 0 ? Math.min(1, residualMass / denominator) : 1);
   }
   return { weights, thresholds };
 }

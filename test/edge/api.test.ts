@@ -1,13 +1,19 @@
 import OpenAI from 'openai';
 import { describe, expect, it } from 'vitest';
-import { complete, edgeUrl, sseData, type CompletionBody } from '../support/edge-client';
+import { inject } from 'vitest';
+import { admin, apiKey, authHeaders, complete, createTenantKey, edgeUrl, sseData, type CompletionBody } from '../support/edge-client';
 
 describe('edge OpenAI API (workerd + real origin)', () => {
   it('serves /health and /v1/models', async () => {
-    expect(await (await fetch(`${edgeUrl()}/health`)).json()).toMatchObject({ status: 'ok', model: 'edgespec' });
-    const deep = await (await fetch(`${edgeUrl()}/health?deep=1`)).json();
+    expect(await (await fetch(`${edgeUrl()}/health`)).json()).toEqual({ status: 'ok', model: 'edgespec' });
+    // Deep health names the origins: the admin secret only.
+    const anonymous = await fetch(`${edgeUrl()}/health?deep=1`);
+    expect(anonymous.status).toBe(401);
+    expect(JSON.stringify(await anonymous.json())).not.toMatch(/127\.0\.0\.1|origin-0/);
+    expect((await fetch(`${edgeUrl()}/health?deep=1`, { headers: authHeaders() })).status).toBe(401);
+    const deep = await (await fetch(`${edgeUrl()}/health?deep=1`, { headers: { authorization: `Bearer ${inject('adminSecret')}` } })).json();
     expect(deep).toMatchObject({ status: 'ok', origin: { status: 'ok' } });
-    const models = await (await fetch(`${edgeUrl()}/v1/models`)).json();
+    const models = await (await fetch(`${edgeUrl()}/v1/models`, { headers: authHeaders() })).json();
     expect(models).toMatchObject({ object: 'list', data: [{ id: 'edgespec', object: 'model' }] });
   });
 
@@ -44,7 +50,7 @@ describe('edge OpenAI API (workerd + real origin)', () => {
     const whole = (await complete(request)).json as CompletionBody;
     const response = await fetch(`${edgeUrl()}/v1/completions`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json' },
+      headers: authHeaders(),
       body: JSON.stringify({ ...request, stream: true }),
     });
     expect(response.status).toBe(200);
@@ -87,7 +93,7 @@ describe('edge OpenAI API (workerd + real origin)', () => {
   });
 
   it('works with the official openai client, streamed and not', async () => {
-    const client = new OpenAI({ baseURL: `${edgeUrl()}/v1`, apiKey: 'unused-locally' });
+    const client = new OpenAI({ baseURL: `${edgeUrl()}/v1`, apiKey: apiKey() });
     const completion = await client.completions.create({ model: 'edgespec', prompt: 'let total = 0;', max_tokens: 12, temperature: 0 });
     expect(completion.choices[0].text.length).toBeGreaterThan(0);
     let streamed = '';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { complete, edgeUrl } from '../support/edge-client';
+import { authHeaders, complete, edgeUrl } from '../support/edge-client';
 
 const ok = { prompt: 'x = 1', max_tokens: 2, temperature: 0 };
 
@@ -56,7 +56,7 @@ describe('edge rejects bad input with a 400 in OpenAI shape', () => {
 
   it('rejects malformed JSON, an empty body and a non-object body', async () => {
     for (const body of ['{"prompt": ', '', '[1,2]', 'null']) {
-      const response = await fetch(`${edgeUrl()}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      const response = await fetch(`${edgeUrl()}/v1/completions`, { method: 'POST', headers: authHeaders(), body });
       expect(response.status).toBe(400);
       expect(((await response.json()) as { error: { type: string } }).error.type).toBe('invalid_request_error');
     }
@@ -71,10 +71,10 @@ describe('edge rejects bad input with a 400 in OpenAI shape', () => {
   });
 
   it('answers 404 in OpenAI shape for unknown routes and wrong methods', async () => {
-    const missing = await fetch(`${edgeUrl()}/v1/chat/nothing`);
+    const missing = await fetch(`${edgeUrl()}/v1/chat/nothing`, { headers: authHeaders() });
     expect(missing.status).toBe(404);
     expect(((await missing.json()) as { error: object }).error).toBeDefined();
-    const wrongMethod = await fetch(`${edgeUrl()}/v1/completions`);
+    const wrongMethod = await fetch(`${edgeUrl()}/v1/completions`, { headers: authHeaders() });
     expect(wrongMethod.status).toBe(404);
   });
 

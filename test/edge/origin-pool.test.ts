@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startEdge, startOrigin, type Service } from '../../scripts/stack';
+import { startEdge, startOrigin, type EdgeService, type Service } from '../../scripts/stack';
 import { DRAFT_DIR, TARGET_DIR } from '../support/models';
 import { heldOutPrompts } from '../support/prompts';
 
@@ -16,7 +16,7 @@ import { heldOutPrompts } from '../support/prompts';
 const ports = { a: Number(process.env.TEST_POOL_ORIGIN_A_PORT ?? 20811), b: Number(process.env.TEST_POOL_ORIGIN_B_PORT ?? 20812), edge: Number(process.env.TEST_POOL_EDGE_PORT ?? 20813) };
 const secret = randomBytes(32).toString('hex');
 const origins: Record<'a' | 'b', Service | null> = { a: null, b: null };
-let edge: Service;
+let edge: EdgeService;
 const eosIds = [JSON.parse(readFileSync(`${TARGET_DIR}/config.json`, 'utf8')).eos_token_id].flat() as number[];
 const idOf = { a: 'pool-a', b: 'pool-b' } as const;
 
@@ -48,13 +48,13 @@ afterAll(async () => {
 
 async function complete(body: Record<string, unknown>) {
   const started = Date.now();
-  const response = await fetch(`${edge.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const response = await fetch(`${edge.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${edge.apiKey}` }, body: JSON.stringify(body) });
   return { status: response.status, headers: response.headers, json: (await response.json()) as any, ms: Date.now() - started };
 }
 
 /** Streams a completion; calls `onFirstChunk` once tokens are flowing. Returns every token id, the final chunk and any error chunk. */
 async function stream(body: Record<string, unknown>, onFirstChunk: () => void | Promise<void>) {
-  const response = await fetch(`${edge.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...body, stream: true, return_token_ids: true }) });
+  const response = await fetch(`${edge.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${edge.apiKey}` }, body: JSON.stringify({ ...body, stream: true, return_token_ids: true }) });
   expect(response.status).toBe(200);
   const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
   const ids: number[] = [];
@@ -94,7 +94,7 @@ const kill = (name: 'a' | 'b') => {
   origins[name]!.process.kill('SIGKILL');
   origins[name] = null;
 };
-const deepHealth = async () => (await (await fetch(`${edge.url}/health?deep=1`)).json()) as { status: string; origins: Array<{ id: string; state: string; failures: number }> };
+const deepHealth = async () => (await (await fetch(`${edge.url}/health?deep=1`, { headers: { authorization: `Bearer ${edge.adminSecret}` } })).json()) as { status: string; origins: Array<{ id: string; state: string; failures: number }> };
 
 const prompts = heldOutPrompts(16, 200);
 /** Which origin serves each prompt while both are healthy. */
@@ -194,7 +194,7 @@ describe('origin pool with real origin processes', () => {
       expect(ms).toBeLessThan(2000);
       expect(Number(headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
       expect(json.error).toMatchObject({ type: 'service_unavailable', code: 'origin_unreachable' });
-      expect(json.error.message).toMatch(/unreachable/);
+      expect(json.error.message).toMatch(/No verifier can serve this request/);
     }
     const fallback = await complete({ prompt: prompts[0], max_tokens: 8, temperature: 0, fallback: 'draft' });
     expect(fallback.status).toBe(200);

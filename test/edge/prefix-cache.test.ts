@@ -1,17 +1,23 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { edgeUrl, originGreedy } from '../support/edge-client';
+import { authHeaders, createTenantKey, edgeUrl, originGreedy } from '../support/edge-client';
 import { TARGET_DIR } from '../support/models';
 import { heldOutPrompts } from '../support/prompts';
 
 /**
  * The prefix cache end to end, in workerd: PrefixCache Durable Objects under
  * `wrangler dev` (SQLite storage), the real origin process, real HTTP. Each
- * test uses its own tenants (the test tenant header becomes the cache salt),
- * unique per run, so state persisted by earlier runs never makes a cold cache warm.
+ * test uses its own tenants (each a real tenant with its own API key, whose id
+ * derives the cache salt), new per run, so state persisted by earlier runs
+ * never makes a cold cache warm.
  */
-const run = crypto.randomUUID().slice(0, 8);
-const tenant = (name: string) => `${name}-${run}`;
+const tenantKeys = new Map<string, Promise<string>>();
+/** The API key of this run's tenant called `name`, created on first use. */
+const tenant = (name: string) => name;
+const keyOf = (name: string): Promise<string> => {
+  if (!tenantKeys.has(name)) tenantKeys.set(name, createTenantKey().then((t) => t.key));
+  return tenantKeys.get(name)!;
+};
 const eosIds = [JSON.parse(readFileSync(`${TARGET_DIR}/config.json`, 'utf8')).eos_token_id].flat() as number[];
 const B = 16; // PREFIX_CACHE_BLOCK_TOKENS in wrangler.toml
 const maxTokens = 24;
@@ -26,7 +32,7 @@ interface Completion {
 async function complete(asTenant: string, prompt: string | number[], extra: Record<string, unknown> = {}): Promise<Completion> {
   const response = await fetch(`${edgeUrl()}/v1/completions`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', 'x-edgespec-test-tenant': asTenant },
+    headers: authHeaders(await keyOf(asTenant)),
     body: JSON.stringify({ prompt, max_tokens: maxTokens, temperature: 0, return_token_ids: true, ...extra }),
   });
   const json: any = await response.json();
@@ -40,7 +46,7 @@ async function complete(asTenant: string, prompt: string | number[], extra: Reco
 async function cacheOp(asTenant: string, body: Record<string, unknown>): Promise<any> {
   const response = await fetch(`${edgeUrl()}/internal/prefix-cache`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', 'x-edgespec-test-tenant': asTenant },
+    headers: authHeaders(await keyOf(asTenant)),
     body: JSON.stringify(body),
   });
   const json: any = await response.json();

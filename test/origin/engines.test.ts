@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { EngineOriginClient, type EngineScorer } from '../../functions/origin/engines/scored';
-import { SglangScorer } from '../../functions/origin/engines/sglang';
-import { VllmScorer } from '../../functions/origin/engines/vllm';
+import { EngineOriginClient, type EngineScorer } from '../../functions/upstream/engines/scored';
+import { SglangScorer } from '../../functions/upstream/engines/sglang';
+import { VllmScorer } from '../../functions/upstream/engines/vllm';
 import { generateTokens } from '../../origin/generate';
 import { TargetModel } from '../../origin/target';
 import { verifyDraft } from '../../origin/verify';

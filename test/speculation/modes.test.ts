@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { DraftModelProposer } from '../../functions/proposers/draft-model';
-import type { OriginClient } from '../../functions/origin/client';
+import type { OriginClient } from '../../functions/upstream/client';
 import { LinkEstimator, expectedTokensPerRound } from '../../functions/speculation/controller';
 import { decode, type GenerationInput, type SpeculationPlan } from '../../functions/speculation/loop';
 import { newStats } from '../../functions/speculation/stats';

@@ -3,6 +3,30 @@ import { inject } from 'vitest';
 /** Small helpers for talking to the edge Worker the globalSetup started. */
 export const edgeUrl = () => inject('edgeUrl');
 export const originUrl = () => inject('originUrl');
+/** The key of the tests' own tenant (no limits). */
+export const apiKey = () => inject('apiKey');
+
+/** JSON request headers with the tests' API key (or another key). */
+export const authHeaders = (key: string = apiKey()): Record<string, string> => ({ 'content-type': 'application/json', authorization: `Bearer ${key}` });
+
+/** An admin API call on the shared edge. */
+export async function admin(method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> {
+  const response = await fetch(`${edgeUrl()}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${inject('adminSecret')}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: response.status, json: await response.json() };
+}
+
+/** A new tenant with these limits (snake_case, as the admin API takes them) and a key for it. */
+export async function createTenantKey(limits: Record<string, number | null> = {}): Promise<{ tenantId: string; keyId: string; key: string }> {
+  const tenant = await admin('POST', '/admin/tenants', { name: `t-${crypto.randomUUID().slice(0, 8)}`, limits });
+  if (tenant.status !== 201) throw new Error(`creating a tenant failed: ${JSON.stringify(tenant.json)}`);
+  const key = await admin('POST', '/admin/keys', { tenant: tenant.json.id });
+  if (key.status !== 201) throw new Error(`creating a key failed: ${JSON.stringify(key.json)}`);
+  return { tenantId: tenant.json.id, keyId: key.json.id, key: key.json.key };
+}
 
 export interface CompletionBody {
   id: string;
@@ -28,10 +52,10 @@ export interface CompletionBody {
   };
 }
 
-export async function complete(body: Record<string, unknown>): Promise<{ status: number; json: any; headers: Headers }> {
+export async function complete(body: Record<string, unknown>, key: string = apiKey()): Promise<{ status: number; json: any; headers: Headers }> {
   const response = await fetch(`${edgeUrl()}/v1/completions`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: authHeaders(key),
     body: JSON.stringify(body),
   });
   return { status: response.status, json: await response.json(), headers: response.headers };

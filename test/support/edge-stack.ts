@@ -2,7 +2,7 @@ import type { TestProject } from 'vitest/node';
 import { startStack, type Stack } from '../../scripts/stack';
 import { DRAFT_DIR, TARGET_DIR } from './models';
 
-/** Starts the real local stack once for the edge tests: origin process + wrangler dev (workerd). */
+/** Starts the real local stack once for the edge tests: origin process + wrangler dev (workerd, the test Worker). */
 let stack: Stack | undefined;
 
 export async function setup(project: TestProject) {
@@ -13,14 +13,16 @@ export async function setup(project: TestProject) {
     edgePort,
     // Per port, so several test runs on one machine never share local state.
     persistTo: `.wrangler/test-state-${edgePort}`,
-    // Test hooks: /internal/prefix-cache and the test tenant header (functions/routes/prefix-cache-internal.ts).
-    vars: { TEST_ROUTES: 'on' },
     targetDir: TARGET_DIR,
     draftDir: DRAFT_DIR,
+    // The tests' own tenant: no limits, so tests of limits make tenants of their own.
+    tenant: { name: `tests-${Date.now()}` },
     log: (line) => console.log(`[edge-stack] ${line}`),
   });
   project.provide('edgeUrl', stack.edgeUrl);
   project.provide('originUrl', stack.originUrl);
+  project.provide('apiKey', stack.edge.apiKey);
+  project.provide('adminSecret', stack.edge.adminSecret);
 }
 
 export async function teardown() {
@@ -31,5 +33,7 @@ declare module 'vitest' {
   export interface ProvidedContext {
     edgeUrl: string;
     originUrl: string;
+    apiKey: string;
+    adminSecret: string;
   }
 }

@@ -1,4 +1,4 @@
-import { originFetch } from '../client';
+import { originFetch, readJsonReply } from '../client';
 import { formatError, type EngineScorer, type ScoredPositions } from './scored';
 
 /**
@@ -11,7 +11,8 @@ import { formatError, type EngineScorer, type ScoredPositions } from './scored';
  * Costs to know: prompt_logprobs covers the whole prompt every round (the
  * response grows with the context), vLLM caps N at --max-logprobs (20 by
  * default), and vLLM has served prompt_logprobs requests without its prefix
- * cache, re-running the prefix each round (DESIGN: Verify protocol).
+ * cache, re-running the prefix each round (ARCHITECTURE.md: Verify protocol,
+ * "Engines as origins").
  * Contract-tested against fixtures in test/origin/engines.
  */
 export interface VllmOptions {
@@ -60,7 +61,7 @@ export function parseVllmResponse(id: string, body: unknown, context: readonly n
     if (!(String(draftTokens[j]) in entry)) throw formatError('vllm', id, `prompt_logprobs[${at}] does not include the prompt's own token ${draftTokens[j]}`);
     rows.push(
       Object.entries(entry).map(([token, value]) => {
-        if (!/^\d+$/.test(token) || typeof value?.logprob !== 'number') throw formatError('vllm', id, `prompt_logprobs[${at}] holds ${JSON.stringify([token, value])}`);
+        if (!/^\d+$/.test(token) || typeof value?.logprob !== 'number') throw formatError('vllm', id, `prompt_logprobs[${at}] holds an entry that is not "<token id>": {"logprob": <number>}`);
         return [Number(token), value.logprob] as [number, number];
       }),
     );
@@ -70,7 +71,7 @@ export function parseVllmResponse(id: string, body: unknown, context: readonly n
   rows.push(
     Object.entries(top).map(([key, logprob]) => {
       const match = /^token_id:(\d+)$/.exec(key);
-      if (!match || typeof logprob !== 'number') throw formatError('vllm', id, `logprobs.top_logprobs[0] key ${JSON.stringify(key)} is not "token_id:<id>" (send return_tokens_as_token_ids)`);
+      if (!match || typeof logprob !== 'number') throw formatError('vllm', id, 'logprobs.top_logprobs[0] holds an entry that is not "token_id:<id>": <logprob> (send return_tokens_as_token_ids)');
       return [Number(match[1]), logprob] as [number, number];
     }),
   );
@@ -89,6 +90,6 @@ export class VllmScorer implements EngineScorer {
     if (apiKey) headers.authorization = `Bearer ${apiKey}`;
     const body = JSON.stringify(vllmRequest(model, context, draftTokens, topN));
     const response = await originFetch(id, `${baseUrl}/v1/completions`, { method: 'POST', headers, body }, timeoutMs, signal);
-    return parseVllmResponse(id, await response.json(), context, draftTokens);
+    return parseVllmResponse(id, await readJsonReply(id, response, '/v1/completions', signal), context, draftTokens);
   }
 }

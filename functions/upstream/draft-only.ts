@@ -23,7 +23,7 @@ export class DraftOnlyOrigin implements OriginClient {
     return { status: 'ok', id: DRAFT_ONLY_ID, model: this.proposer.name, vocab_size: this.limits.vocabSize, max_positions: this.limits.maxPositions };
   }
 
-  async verify(request: VerifyRequest): Promise<VerifyResponse> {
+  async verify(request: VerifyRequest, _signal?: AbortSignal): Promise<VerifyResponse> {
     const drafted = request.draft.map((d) => d.token);
     const next = await this.proposer.propose([...request.context, ...drafted], 1, { ...request.sampling, offset: request.sampling.offset + drafted.length });
     return { accepted: drafted.length, tokens: [...drafted, ...next.map((d) => d.token)], origin: { id: DRAFT_ONLY_ID, forward_ms: 0, cached_tokens: 0 } };
@@ -75,16 +75,16 @@ export function withDraftFallback(primary: OriginClient, fallback: OriginClient,
     async health() {
       return active().health();
     },
-    async verify(request) {
+    async verify(request, signal) {
       if (state.reason === null) {
         try {
-          return await primary.verify(request);
+          return await primary.verify(request, signal);
         } catch (err) {
           if (!isOriginsUnavailable(err)) throw err;
           switchOver(err, request.sampling.offset);
         }
       }
-      return fallback.verify(request);
+      return fallback.verify(request, signal);
     },
     async *generate(request, signal) {
       const emitted: number[] = [];

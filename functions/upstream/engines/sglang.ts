@@ -1,4 +1,4 @@
-import { originFetch } from '../client';
+import { originFetch, readJsonReply } from '../client';
 import { formatError, type EngineScorer, type ScoredPositions } from './scored';
 
 /**
@@ -73,7 +73,7 @@ export function parseSglangResponse(id: string, body: unknown, context: readonly
 function tripleRow(id: string, entries: Triple[] | null | undefined, where: string): Array<[number, number]> {
   if (!Array.isArray(entries) || entries.length === 0) throw formatError('sglang', id, `${where} is empty`);
   return entries.map((e) => {
-    if (!Array.isArray(e) || typeof e[0] !== 'number' || !Number.isInteger(e[1])) throw formatError('sglang', id, `${where} holds ${JSON.stringify(e)}, not [logprob, token_id, text]`);
+    if (!Array.isArray(e) || typeof e[0] !== 'number' || !Number.isInteger(e[1]) || e[1] < 0) throw formatError('sglang', id, `${where} holds an entry that is not [logprob, token_id, text]`);
     return [e[1], e[0]];
   });
 }
@@ -90,6 +90,6 @@ export class SglangScorer implements EngineScorer {
     if (apiKey) headers.authorization = `Bearer ${apiKey}`;
     const body = JSON.stringify(sglangRequest(context, draftTokens, topN));
     const response = await originFetch(id, `${baseUrl}/generate`, { method: 'POST', headers, body }, timeoutMs, signal);
-    return parseSglangResponse(id, await response.json(), context, draftTokens);
+    return parseSglangResponse(id, await readJsonReply(id, response, '/generate', signal), context, draftTokens);
   }
 }

@@ -1,7 +1,7 @@
 import { ApiError } from '../../shared/errors';
 import type { GenerateEvent, GenerateRequest, OriginHealth, VerifyRequest, VerifyResponse, WireSampling } from '../../shared/protocol';
 import { CircuitBreaker, type BreakerSettings } from './breaker';
-import { isRetryableOriginError, type OriginClient } from './client';
+import { isRetryableOriginError, publicText, type OriginClient } from './client';
 import { chooseOrigin, rendezvousOrder } from './routing';
 
 /**
@@ -115,7 +115,7 @@ export class OriginPool {
       member.breaker.recordSuccess(null);
       return health;
     } catch (err) {
-      member.breaker.recordFailure(this.now(), `probe: ${(err as Error).message}`);
+      member.breaker.recordFailure(this.now(), `probe: ${failureText(err)}`);
       return null;
     } finally {
       member.lastProbeAt = Math.max(member.lastProbeAt, started);
@@ -150,8 +150,8 @@ export class OriginPool {
     }
     const waits = this.members.map((m) => m.breaker.retryInMs(now)).filter((ms) => ms > 0);
     const retryAfter = Math.max(1, Math.ceil((waits.length ? Math.min(...waits) : 1000) / 1000));
-    const detail = this.members.map((m) => `${m.id}: ${m.breaker.state(now)}${m.breaker.lastError ? ` (${m.breaker.lastError.slice(0, 160)})` : ''}`).join('; ');
-    const last = lastError instanceof Error ? ` Last error: ${lastError.message.slice(0, 300)}` : '';
+    const detail = this.members.map((m) => `${m.id}: ${m.breaker.state(now)}${m.breaker.lastError ? ` (${publicText(m.breaker.lastError, 160)})` : ''}`).join('; ');
+    const last = lastError instanceof Error ? ` Last error: ${failureText(lastError)}` : '';
     const error = new ApiError(503, `No origin can serve this request: every origin is unreachable or failing [${detail}]. Retry in ${retryAfter} s.${last}`, null, 'origin_unreachable');
     error.headers = { 'retry-after': String(retryAfter) };
     return error;
@@ -185,18 +185,22 @@ class PoolSession implements OriginClient {
     return this.call(null, (client) => client.health());
   }
 
-  verify(request: VerifyRequest): Promise<VerifyResponse> {
-    return this.call(request.sampling, (client) => client.verify(request));
+  verify(request: VerifyRequest, signal?: AbortSignal): Promise<VerifyResponse> {
+    return this.call(request.sampling, (client) => client.verify(request, signal), signal);
   }
 
-  /** An idempotent call with failover: on a failure that is the origin's, try the next origin after a jittered backoff. */
-  private async call<T>(sampling: Omit<WireSampling, 'offset'> | null, send: (client: OriginClient) => Promise<T>): Promise<T> {
+  /**
+   * An idempotent call with failover: on a failure that is the origin's, try the next origin after a
+   * jittered backoff. Once `signal` aborts nothing more is sent, and the aborted call counts for nothing.
+   */
+  private async call<T>(sampling: Omit<WireSampling, 'offset'> | null, send: (client: OriginClient) => Promise<T>, signal?: AbortSignal): Promise<T> {
     const pool = this.pool;
     const key = await this.affinityKey;
     const tried = new Set<string>();
     let lastError: unknown = null;
     for (let attempt = 0; attempt <= pool.settings.retries; attempt++) {
       if (attempt > 0) await pool.sleep(pool.backoffMs(attempt));
+      signal?.throwIfAborted();
       const choice = pool.pick(key, tried, sampling, this.pinned);
       if (!choice) break;
       const { member } = choice;
@@ -208,7 +212,7 @@ class PoolSession implements OriginClient {
         this.pinned = member;
         return result;
       } catch (err) {
-        this.recordFailure(choice, err, tried);
+        this.recordFailure(choice, err, tried, signal?.aborted);
         lastError = err;
       } finally {
         member.inflight--;
@@ -219,8 +223,10 @@ class PoolSession implements OriginClient {
 
   /**
    * After a failed call: an error that is not the origin's fault (bad input,
-   * the client went away) is rethrown as it is; otherwise it counts against
-   * the origin's breaker and the origin is not asked again this round.
+   * the client went away) is rethrown as it is and recorded nowhere (a
+   * half-open trial is handed back); otherwise it counts against the origin's
+   * breaker and the origin is not asked again this round. Which errors are
+   * which: the table at isRetryableOriginError (client.ts).
    */
   private recordFailure(choice: { member: Member; trial: boolean }, err: unknown, tried: Set<string>, aborted = false): void {
     const { member } = choice;
@@ -228,7 +234,7 @@ class PoolSession implements OriginClient {
       if (choice.trial) member.breaker.releaseTrial();
       throw err;
     }
-    member.breaker.recordFailure(this.pool.clock(), (err as Error).message);
+    member.breaker.recordFailure(this.pool.clock(), failureText(err));
     tried.add(member.id);
     if (this.pinned === member) this.pinned = null;
   }
@@ -263,6 +269,7 @@ class PoolSession implements OriginClient {
       }
       if (failuresWithoutProgress > pool.settings.retries) break;
       if (failuresWithoutProgress > 0) await pool.sleep(pool.backoffMs(failuresWithoutProgress));
+      signal?.throwIfAborted();
       const choice = pool.pick(key, tried, request.sampling, this.pinned);
       if (!choice) break;
       const { member } = choice;
@@ -272,16 +279,21 @@ class PoolSession implements OriginClient {
         max_tokens: request.max_tokens - emitted.length,
         sampling: { ...request.sampling, offset: request.sampling.offset + emitted.length },
       };
-      if (servedBy.at(-1) !== member.id) servedBy.push(member.id);
+      // Listed once it delivers something: an origin that failed before its first event served nothing.
+      const serving = () => {
+        if (servedBy.at(-1) !== member.id) servedBy.push(member.id);
+      };
       member.inflight++;
       let progressed = false;
       try {
         for await (const event of member.client.generate(segment, signal)) {
           if (event.type === 'token') {
+            serving();
             emitted.push(event.token);
             progressed = true;
             yield event;
           } else if (event.type === 'done') {
+            serving();
             member.breaker.recordSuccess(null);
             this.pinned = member;
             forwardMs += event.origin.forward_ms;
@@ -289,7 +301,9 @@ class PoolSession implements OriginClient {
             yield { ...event, origin: { ...event.origin, id: servedBy.join(','), forward_ms: forwardMs, cached_tokens: cachedTokens } };
             return;
           } else {
-            throw new ApiError(502, `origin ${member.id} generation failed: ${event.message}`, null, 'origin_error');
+            // The origin's own words go to the log only: they may hold anything (paths, URLs, stack traces).
+            console.error(`[edge] origin ${member.id} reported a failure mid-stream: ${event.message.slice(0, 500)}`);
+            throw new ApiError(502, `origin ${member.id} reported a failure mid-stream`, null, 'origin_error');
           }
         }
         throw new ApiError(502, `origin ${member.id} stream ended without a done event`, null, 'origin_error');
@@ -314,4 +328,9 @@ class PoolSession implements OriginClient {
     if (lastError instanceof ApiError && lastError.code === 'origin_timeout') return lastError;
     return this.pool.unavailable(sampling, lastError);
   }
+}
+
+/** An error as breaker state and messages may hold it: our own messages, with anything URL-like removed as a last guard. */
+function failureText(err: unknown): string {
+  return publicText(err instanceof Error ? err.message : String(err), 300);
 }

@@ -32,7 +32,7 @@ export function createOriginClient(
 let cached: { key: string; pool: OriginPool } | null = null;
 
 export function originPool(config: EdgeConfig): OriginPool {
-  const key = JSON.stringify([config.origins, config.originPool, config.originTimeoutMs, config.originSecret ?? '', config.originApiKey ?? '']);
+  const key = JSON.stringify([config.origins, config.originPool, config.originTimeoutMs, config.originSecret ?? '', config.originSecretId, config.originApiKey ?? '']);
   if (cached?.key === key) return cached.pool;
   const { retries, breakerFailures, breakerCooldownMs, healthIntervalMs } = config.originPool;
   const pool = new OriginPool(
@@ -55,7 +55,7 @@ function memberFor(spec: OriginSpec, config: EdgeConfig): PoolMember {
   const timeoutMs = config.originTimeoutMs;
   switch (spec.kind) {
     case 'reference':
-      return { ...base, client: new HttpOriginClient(spec.url, timeoutMs, { secret: config.originSecret, name: spec.id, healthTimeoutMs: HEALTH_TIMEOUT_MS }) };
+      return { ...base, client: new HttpOriginClient(spec.url, timeoutMs, { secret: config.originSecret, keyId: config.originSecretId, name: spec.id, healthTimeoutMs: HEALTH_TIMEOUT_MS }) };
     case 'sglang':
     case 'vllm': {
       const scorer =

@@ -1,5 +1,5 @@
 import { ApiError } from '../../../shared/errors';
-import type { GenerateEvent, GenerateRequest, OriginHealth, VerifyRequest, VerifyResponse, WireSampling } from '../../../shared/protocol';
+import { verifyReplyProblem, type GenerateEvent, type GenerateRequest, type OriginHealth, type VerifyRequest, type VerifyResponse, type WireSampling } from '../../../shared/protocol';
 import { counterRng, isGreedy, processLogits, roundRng, sampleFrom, verifyBlock, verifyGreedy, verifyTokenLevel } from '../../../shared/sampling';
 import { originFetch, type OriginClient } from '../client';
 
@@ -68,17 +68,23 @@ export class EngineOriginClient implements OriginClient {
 
   async health(): Promise<OriginHealth> {
     const { id, baseUrl, vocabSize, maxPositions } = this.options;
-    await originFetch(id, baseUrl + this.scorer.healthPath, { method: 'GET' }, this.options.healthTimeoutMs ?? this.options.timeoutMs);
+    try {
+      await originFetch(id, baseUrl + this.scorer.healthPath, { method: 'GET' }, this.options.healthTimeoutMs ?? this.options.timeoutMs);
+    } catch (err) {
+      // A probe carries no client input: any refusal is about the engine (client.ts, isRetryableOriginError).
+      if (err instanceof ApiError && err.status < 500) throw new ApiError(502, `origin ${id} (${this.scorer.kind}) answered ${err.status} to its health check`, null, 'origin_error');
+      throw err;
+    }
     return { status: 'ok', id, model: `${this.scorer.kind}:${baseUrl}`, vocab_size: vocabSize, max_positions: maxPositions };
   }
 
-  async verify(request: VerifyRequest): Promise<VerifyResponse> {
+  async verify(request: VerifyRequest, signal?: AbortSignal): Promise<VerifyResponse> {
     this.assertSupported(request.sampling);
     const { context, draft, sampling } = request;
     const started = performance.now();
     const draftTokens = draft.map((d) => d.token);
     const greedy = isGreedy(sampling);
-    const scored = await this.scorer.score(context, draftTokens, greedy ? 1 : sampling.top_k);
+    const scored = await this.scorer.score(context, draftTokens, greedy ? 1 : sampling.top_k, signal);
     const forwardMs = performance.now() - started;
     let outcome;
     if (greedy) {
@@ -88,11 +94,15 @@ export class EngineOriginClient implements OriginClient {
       const verify = request.method === 'block' ? verifyBlock : verifyTokenLevel;
       outcome = verify(draft, p, roundRng(sampling.seed, sampling.offset), sampling.offset);
     }
-    return {
+    const reply = {
       accepted: outcome.acceptedCount,
       tokens: outcome.tokens,
       origin: { id: this.options.id, forward_ms: Math.round(forwardMs * 100) / 100, cached_tokens: scored.cachedTokens },
     };
+    // The verdict is computed here, but its tokens come from the engine's rows (a greedy top-1 is not range-checked).
+    const problem = verifyReplyProblem(request, reply, this.options.vocabSize);
+    if (problem) throw formatError(this.scorer.kind, this.options.id, problem);
+    return reply;
   }
 
   /**
@@ -128,6 +138,7 @@ export class EngineOriginClient implements OriginClient {
       if (i === 0) cachedTokens = scored.cachedTokens;
       const row = scored.rows[0];
       const token = greedy ? topToken(row) : sampleFrom(this.distribution(row, sampling), rng.uniform(sampling.offset + i, 'sample'));
+      if (token >= this.options.vocabSize) throw formatError(this.scorer.kind, this.options.id, `token ${token} is outside the vocabulary (${this.options.vocabSize})`);
       tokens.push(token);
       yield { type: 'token', token, forward_ms: forwardMs };
       if (stopIds.has(token)) {
@@ -148,6 +159,8 @@ export class EngineOriginClient implements OriginClient {
     const logits = new Float64Array(this.options.vocabSize).fill(-Infinity);
     for (const [token, logprob] of row) {
       if (token >= logits.length) throw new ApiError(502, `origin ${this.options.id} returned token ${token} outside the vocabulary (${logits.length})`, null, 'origin_error');
+      // JSON turns 1e999 into Infinity: not a log-probability, and processLogits would refuse it mid-verification.
+      if (!(logprob < Infinity)) throw formatError(this.scorer.kind, this.options.id, `the log-probability of token ${token} is not a number below +Infinity`);
       logits[token] = logprob;
     }
     return processLogits(logits, sampling);
@@ -162,7 +175,7 @@ export function topToken(row: Array<[number, number]>): number {
   return best[0];
 }
 
-/** A response that does not have the documented shape: a gateway failure naming what was expected. */
+/** A response that does not have the documented shape: a gateway failure naming what was expected (never quoting the response). */
 export function formatError(kind: string, id: string, what: string): ApiError {
   return new ApiError(502, `origin ${id} (${kind}) answered in an unexpected format: ${what}`, null, 'origin_error');
 }

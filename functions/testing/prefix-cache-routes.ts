@@ -1,33 +1,18 @@
-import { Hono, type MiddlewareHandler } from 'hono';
+import { Hono } from 'hono';
 import { z } from 'zod';
 import { ApiError } from '../../shared/errors';
 import { fullBlocks } from '../../shared/prefix-cache';
 import { parseRequest, readJsonBody } from '../../shared/validation';
-import { edgeConfig } from '../config';
-import { draftEngine } from '../draft/engine';
-import type { Env } from '../env';
-import { draftPrefixCache, tenantCacheSalt, type TenantVariables } from '../prefix-cache';
+import type { EdgeEnv } from '../context';
+import { draftPrefixCache } from '../prefix-cache';
 
 /**
- * Test and benchmark hooks for the prefix cache, mounted only when the
- * TEST_ROUTES var is "on" (never in a deployment): look at, damage, shrink
- * or expire the PrefixCache object that holds a prompt's blocks, through the
- * same hashing and sharding the completions route uses.
+ * Test and benchmark hooks for the prefix cache, in the test Worker only
+ * (functions/testing/entry.ts): look at, damage, shrink or expire the
+ * PrefixCache object that holds a prompt's blocks for the caller's tenant,
+ * through the same hashing and sharding the generation pipeline uses.
  */
-type TenantEnv = { Bindings: Env; Variables: TenantVariables };
-export const prefixCacheInternal = new Hono<TenantEnv>();
-
-const TEST_TENANT_HEADER = 'x-edgespec-test-tenant';
-
-/**
- * Stands in for authentication in tests: the header names the tenant, i.e.
- * the cache salt. The auth layer will set `cacheSalt` the same way from an API key.
- */
-export const testTenant: MiddlewareHandler<TenantEnv> = async (c, next) => {
-  const tenant = c.req.header(TEST_TENANT_HEADER);
-  if (tenant !== undefined && c.env.TEST_ROUTES === 'on') c.set('cacheSalt', `test:${tenant}`);
-  await next();
-};
+export const prefixCacheRoutes = new Hono<EdgeEnv>();
 
 const promptSchema = z.union([z.string(), z.array(z.number().int().nonnegative()).min(1)]);
 const actionSchema = z.discriminatedUnion('action', [
@@ -39,12 +24,10 @@ const actionSchema = z.discriminatedUnion('action', [
   z.strictObject({ action: z.literal('expire'), prompt: promptSchema, older_than_ms: z.number().int().nonnegative() }),
 ]);
 
-prefixCacheInternal.post('/internal/prefix-cache', async (c) => {
-  if (c.env.TEST_ROUTES !== 'on') throw new ApiError(404, 'test routes are off (set TEST_ROUTES = "on")');
+prefixCacheRoutes.post('/internal/prefix-cache', async (c) => {
   const request = parseRequest(actionSchema, await readJsonBody(c.req.raw));
-  const config = edgeConfig(c.env);
-  const engine = await draftEngine(c.env.MODELS, config.draftModel);
-  const cache = draftPrefixCache(c.env, config, engine, tenantCacheSalt(c));
+  const { config, draftEngine: engine } = c.var;
+  const cache = draftPrefixCache(c.env, config, engine, c.var.caller.cacheSalt);
   if (!cache) throw new ApiError(404, 'no PREFIX_CACHE binding');
   const tokens = typeof request.prompt === 'string' ? engine.tokenizer.encode(request.prompt) : request.prompt;
   const keys = await cache.keysFor(tokens);
