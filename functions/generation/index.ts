@@ -28,6 +28,12 @@ export interface GenerationRequest {
   speculation?: SpeculationRequest;
   /** "draft": when no origin can serve, the draft answers alone (labelled); "none": 503. */
   fallback?: 'none' | 'draft';
+  /**
+   * The caller's predicted output as token ids (OpenAI's Predicted Outputs,
+   * `prediction: {type: "content"}`): a deterministic draft (q = δ), tried
+   * before any other proposer. Not wired yet.
+   */
+  prediction?: number[];
 }
 
 /** What the pipeline needs from its caller; a route builds it from the Hono context (`generationDeps`). */
@@ -104,6 +110,10 @@ export async function startGeneration(deps: GenerationDeps, request: GenerationR
 
   // Rate limits: reserve the most this request can use; `finish` charges what it did.
   const reservation = await reserveUsage(env, caller, prompt.length + request.maxTokens);
+  // Register the settlement with waitUntil now, not at the end: when a client disconnects, the runtime
+  // cancels the invocation unless a waitUntil is already pending, and the refund would never be sent.
+  let settle!: (usedTokens: number) => void;
+  deps.waitUntil(new Promise<number>((resolve) => (settle = resolve)).then((used) => reservation.settle(used)));
   const cancelled = new AbortController();
   const signal = AbortSignal.any([deps.signal, cancelled.signal]);
   try {
@@ -153,7 +163,7 @@ export async function startGeneration(deps: GenerationDeps, request: GenerationR
         // Whatever is still on the wire (a pipelined block, an origin stream) stops now.
         cancelled.abort(new DOMException('generation finished', 'AbortError'));
         void rounds.return('stop').catch(() => {});
-        deps.waitUntil(reservation.settle(prompt.length + completionTokens));
+        settle(prompt.length + completionTokens);
         const draftKv = (proposer as Proposer | null)?.draftKv?.();
         if (completed && prefixCache && restored && draftKv) {
           deps.waitUntil(prefixCache.store(draftKv, restored.keys, restored.cachedTokens / config.prefixCache.blockTokens));
@@ -163,7 +173,7 @@ export async function startGeneration(deps: GenerationDeps, request: GenerationR
   } catch (err) {
     // Nothing was generated: nothing is charged.
     cancelled.abort();
-    deps.waitUntil(reservation.settle(0));
+    settle(0);
     throw err;
   }
 }

@@ -1,11 +1,10 @@
 import type { Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
-import { IncrementalDecoder, type TextTokenizer } from '../../shared/tokenizer';
+import type { TextTokenizer } from '../../shared/tokenizer';
 import type { Generation } from '../generation';
-import type { FinishReason } from '../speculation/loop';
+import { textRounds } from '../generation/text';
 import { publicError } from './public-error';
 import { completionChunk, type CompletionMeta } from './response';
-import { StopMatcher } from './stop';
 
 /** What a completion response is written from: a started generation, and how to present it. */
 export interface CompletionOutput {
@@ -17,29 +16,13 @@ export interface CompletionOutput {
   includeUsageChunk: boolean;
 }
 
-/** Text and token ids of each round, stop strings applied; returns why generation ended. */
-async function* textRounds(out: CompletionOutput, generatedIds: number[]): AsyncGenerator<{ text: string; ids: number[] }, FinishReason> {
-  const { rounds, first } = out.generation;
-  const decoder = new IncrementalDecoder(out.tokenizer);
-  const stopper = new StopMatcher(out.stop);
-  for (let next = first; ; next = await rounds.next()) {
-    if (next.done) {
-      yield { text: stopper.push(decoder.flush()) + stopper.flush(), ids: [] };
-      return next.value;
-    }
-    generatedIds.push(...next.value);
-    yield { text: stopper.push(decoder.push(next.value)), ids: next.value };
-    if (stopper.hasStopped) return 'stop';
-  }
-}
-
 /** One `text_completion` object with the whole text. */
 export async function completionJson(c: Context, out: CompletionOutput): Promise<Response> {
   const { generation } = out;
   const generatedIds: number[] = [];
   let completed = false;
   try {
-    const pieces = textRounds(out, generatedIds);
+    const pieces = textRounds(generation, out.tokenizer, out.stop, generatedIds);
     let text = '';
     let step = await pieces.next();
     for (; !step.done; step = await pieces.next()) text += step.value.text;
@@ -64,7 +47,7 @@ export function completionStream(c: Context, out: CompletionOutput): Response {
     let clientGone = false;
     const send = (chunk: object) => sse.writeSSE({ data: JSON.stringify(chunk) });
     try {
-      const pieces = textRounds(out, generatedIds);
+      const pieces = textRounds(generation, out.tokenizer, out.stop, generatedIds);
       let step = await pieces.next();
       for (; !step.done; step = await pieces.next()) {
         const { text, ids } = step.value;

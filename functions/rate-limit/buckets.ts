@@ -86,26 +86,23 @@ export function admit(state: LimiterState, limits: Limits, tokens: number, now: 
     admission: { admitted: false, refusal, ...snapshots() },
   });
 
+  // A request that can never pass says so first, without a Retry-After that would only lead to another refusal.
+  if (tpm !== null && tokens > tpm) {
+    return refuse({ limit: 'tokens', message: `Request too large: it may use ${tokens} tokens (prompt + max_tokens), more than the limit of ${tpm} tokens per minute. Lower max_tokens or shorten the prompt.`, retryAfterMs: null });
+  }
+  if (tpd !== null && tokens > tpd) {
+    return refuse({ limit: 'tokens_per_day', message: `Request too large: it may use ${tokens} tokens, more than the daily quota of ${tpd}.`, retryAfterMs: null });
+  }
   if (requests && rpm !== null && requests.level < 1) {
     return refuse({ limit: 'requests', message: `Rate limit reached: ${rpm} requests per minute.`, retryAfterMs: Math.ceil(((1 - requests.level) * MINUTE_MS) / rpm) });
   }
   if (tokenBucket && tpm !== null) {
-    if (tokens > tpm) {
-      return refuse({ limit: 'tokens', message: `Request too large: it may use ${tokens} tokens (prompt + max_tokens), more than the limit of ${tpm} tokens per minute. Lower max_tokens or shorten the prompt.`, retryAfterMs: null });
-    }
     if (tokenBucket.level < tokens) {
       return refuse({ limit: 'tokens', message: `Rate limit reached: ${tpm} tokens per minute; this request may use ${tokens}.`, retryAfterMs: Math.ceil(((tokens - tokenBucket.level) * MINUTE_MS) / tpm) });
     }
   }
   if (tpd !== null && day.used + tokens > tpd) {
-    const never = tokens > tpd;
-    return refuse({
-      limit: 'tokens_per_day',
-      message: never
-        ? `Request too large: it may use ${tokens} tokens, more than the daily quota of ${tpd}.`
-        : `Daily quota reached: ${tpd} tokens per day (UTC), ${day.used} used; this request may use ${tokens}.`,
-      retryAfterMs: never ? null : msToUtcMidnight(now),
-    });
+    return refuse({ limit: 'tokens_per_day', message: `Daily quota reached: ${tpd} tokens per day (UTC), ${day.used} used; this request may use ${tokens}.`, retryAfterMs: msToUtcMidnight(now) });
   }
   if (requests) requests.level -= 1;
   if (tokenBucket) tokenBucket.level -= tokens;

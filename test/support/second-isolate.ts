@@ -1,0 +1,207 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { unstable_readConfig } from 'wrangler';
+import { seedModels } from '../../scripts/seed-models';
+import { applyMigrations } from '../../scripts/stack';
+
+/**
+ * Two edge Workers in two `wrangler dev` processes (two workerd processes, so
+ * two isolates that share no memory) that share ONE RateLimiter Durable
+ * Object namespace and one local D1 database:
+ *
+ *   - edge A is the test Worker (wrangler.toml `--env test`, read through
+ *     wrangler's own config reader, so bindings, flags and rules are the
+ *     file's) under a unique name; it hosts the RateLimiter class;
+ *   - edge B is the same Worker under another unique name whose RATE_LIMITER
+ *     binding has `script_name` = A's name: it hosts no RateLimiter of its
+ *     own, wrangler's dev registry proxies its calls to A's objects;
+ *   - both use the same --persist-to directory: the same D1 file (tenants
+ *     and keys) and the same R2 bucket (the draft model).
+ *
+ * The dev registry is a directory in which every `wrangler dev` session
+ * announces its Workers by name. Both processes get a private one
+ * (WRANGLER_REGISTRY_PATH), and the names are random, so a parallel test run
+ * or `npm start` (all named "edgespec-test" in the default registry) can
+ * never be the Worker B's binding reaches.
+ */
+export interface IsolateEdge {
+  name: string;
+  url: string;
+  process: ChildProcess;
+  output(): string;
+  stop(): Promise<void>;
+}
+
+export interface IsolatePair {
+  a: IsolateEdge;
+  b: IsolateEdge;
+  adminSecret: string;
+  /** An admin API call on edge A (both edges share the database). */
+  admin(method: string, path: string, body?: unknown): Promise<any>;
+  createTenantKey(limits: Record<string, number | null>): Promise<{ tenantId: string; keyId: string; key: string }>;
+  stop(): Promise<void>;
+}
+
+export interface IsolatePairOptions {
+  ports: [number, number];
+  originUrl: string;
+  persistTo: string;
+  draftDir: string;
+  /**
+   * false: B hosts a RateLimiter of its own (no script_name), the negative
+   * control showing the cross-isolate test can tell the difference.
+   */
+  shareRateLimiter?: boolean;
+  log?: (line: string) => void;
+}
+
+const wranglerEnv = { ...process.env, WRANGLER_SEND_METRICS: 'false', CLOUDFLARE_CF_FETCH_ENABLED: 'false', CI: '1' };
+
+/** wrangler.toml's test Worker, as wrangler reads it, as a JSON config of its own under `name`. */
+function testWorkerConfig(name: string, rateLimiterScript?: string): Record<string, unknown> {
+  const config = quietly(() => unstable_readConfig({ config: 'wrangler.toml', env: 'test' })) as unknown as {
+    main: string;
+    compatibility_date: string;
+    compatibility_flags: string[];
+    rules: unknown[];
+    vars: Record<string, unknown>;
+    r2_buckets: unknown[];
+    d1_databases: Array<{ binding: string; database_name: string; database_id: string }>;
+    durable_objects: { bindings: Array<{ name: string; class_name: string }> };
+    migrations: Array<{ tag: string; new_sqlite_classes?: string[] }>;
+  };
+  const bindings = config.durable_objects.bindings.map((binding) =>
+    binding.name === 'RATE_LIMITER' && rateLimiterScript ? { name: binding.name, class_name: binding.class_name, script_name: rateLimiterScript } : { name: binding.name, class_name: binding.class_name },
+  );
+  // The Worker that does not host RateLimiter declares no migration for it.
+  const migrations = rateLimiterScript
+    ? config.migrations
+        .map((m) => ({ ...m, new_sqlite_classes: (m.new_sqlite_classes ?? []).filter((c) => c !== 'RateLimiter') }))
+        .filter((m) => m.new_sqlite_classes.length)
+    : config.migrations;
+  return {
+    name,
+    main: resolve(config.main),
+    compatibility_date: config.compatibility_date,
+    compatibility_flags: config.compatibility_flags,
+    rules: config.rules,
+    vars: config.vars,
+    r2_buckets: config.r2_buckets,
+    d1_databases: config.d1_databases.map(({ binding, database_name, database_id }) => ({ binding, database_name, database_id })),
+    durable_objects: { bindings },
+    migrations,
+  };
+}
+
+/**
+ * Without wrangler's warning that env.test does not inherit the top-level
+ * [vars]: wrangler.toml means it (the test Worker runs on functions/config.ts's
+ * defaults plus --var), and `wrangler dev --env test` prints it anyway.
+ */
+function quietly<T>(read: () => T): T {
+  const level = process.env.WRANGLER_LOG;
+  process.env.WRANGLER_LOG = 'error';
+  try {
+    return read();
+  } finally {
+    if (level === undefined) delete process.env.WRANGLER_LOG;
+    else process.env.WRANGLER_LOG = level;
+  }
+}
+
+export async function startIsolatePair(options: IsolatePairOptions): Promise<IsolatePair> {
+  const { persistTo } = options;
+  await seedModels({ persistTo, modelDirs: [options.draftDir], log: options.log });
+  await applyMigrations(persistTo, 'test', options.log);
+  const work = await mkdtemp(join(tmpdir(), 'edgespec-isolates-'));
+  const registry = join(work, 'registry');
+  await mkdir(registry);
+  const suffix = randomBytes(4).toString('hex');
+  const names = { a: `edgespec-auth-a-${suffix}`, b: `edgespec-auth-b-${suffix}` };
+  const adminSecret = randomBytes(24).toString('hex');
+  const secretsFile = join(work, 'secrets.env');
+  await writeFile(secretsFile, `ADMIN_SECRET=${adminSecret}\n`, { mode: 0o600 });
+  const configA = join(work, 'a.wrangler.json');
+  const configB = join(work, 'b.wrangler.json');
+  await writeFile(configA, JSON.stringify(testWorkerConfig(names.a), null, 2));
+  await writeFile(configB, JSON.stringify(testWorkerConfig(names.b, options.shareRateLimiter === false ? undefined : names.a), null, 2));
+  const draftName = options.draftDir.split(/[\\/]/).filter(Boolean).pop()!;
+  const vars = { ORIGIN_URL: options.originUrl, DRAFT_MODEL: draftName };
+
+  const start = (name: string, config: string, port: number) =>
+    spawnEdge({ name, port, args: ['-c', config, '--persist-to', persistTo, '--env-file', secretsFile, ...Object.entries(vars).flatMap(([k, v]) => ['--var', `${k}:${v}`])], registry, log: options.log });
+  const started = await Promise.allSettled([start(names.a, configA, options.ports[0]), start(names.b, configB, options.ports[1])]);
+  const [a, b] = started.map((s) => (s.status === 'fulfilled' ? s.value : null));
+  const cleanup = async () => {
+    await Promise.all([a?.stop(), b?.stop()]);
+    await rm(work, { recursive: true, force: true });
+  };
+  if (!a || !b) {
+    await cleanup();
+    const reasons = started.flatMap((s) => (s.status === 'rejected' ? [String((s.reason as Error)?.message ?? s.reason)] : []));
+    throw new Error(`starting the two isolates failed:\n${reasons.join('\n')}`);
+  }
+
+  const admin = async (method: string, path: string, body?: unknown): Promise<any> => {
+    const response = await fetch(a.url + path, {
+      method,
+      headers: { authorization: `Bearer ${adminSecret}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const json = await response.json().catch(() => null);
+    if (!response.ok) throw new Error(`admin ${method} ${path} answered ${response.status}: ${JSON.stringify(json)}`);
+    return json;
+  };
+  const createTenantKey = async (limits: Record<string, number | null>) => {
+    const tenant = await admin('POST', '/admin/tenants', { name: `iso-${randomBytes(4).toString('hex')}`, limits });
+    const key = await admin('POST', '/admin/keys', { tenant: tenant.id });
+    return { tenantId: tenant.id as string, keyId: key.id as string, key: key.key as string };
+  };
+  return { a, b, adminSecret, admin, createTenantKey, stop: cleanup };
+}
+
+async function spawnEdge(options: { name: string; port: number; args: string[]; registry: string; log?: (line: string) => void }): Promise<IsolateEdge> {
+  const url = `http://127.0.0.1:${options.port}`;
+  options.log?.(`starting ${options.name} (wrangler dev) on ${url}`);
+  const child = spawn(
+    process.execPath,
+    ['node_modules/wrangler/bin/wrangler.js', 'dev', '--ip', '127.0.0.1', '--port', String(options.port), '--inspector-port', '0', '--show-interactive-dev-session=false', ...options.args],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...wranglerEnv, WRANGLER_REGISTRY_PATH: options.registry, WRANGLER_LOG: process.env.WRANGLER_LOG ?? 'warn' } },
+  );
+  const recent: string[] = [];
+  const capture = (chunk: Buffer) => {
+    recent.push(...chunk.toString().split('\n'));
+    if (recent.length > 300) recent.splice(0, recent.length - 300);
+  };
+  child.stdout!.on('data', capture);
+  child.stderr!.on('data', capture);
+  const output = () => recent.map((l) => `[${options.name}] ${l}`).join('\n');
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = once(child, 'exit');
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(timer);
+  };
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`${options.name} exited with code ${child.exitCode}:\n${output()}`);
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`${options.name} did not come up on ${url} within 120 s:\n${output()}`);
+    }
+    try {
+      if ((await fetch(`${url}/health`, { signal: AbortSignal.timeout(2000) })).ok) break;
+    } catch {
+      /* not listening yet */
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  options.log?.(`${options.name} is up at ${url}`);
+  return { name: options.name, url, process: child, output, stop };
+}
