@@ -137,6 +137,21 @@ export async function startEdge(options: EdgeOptions): Promise<EdgeService> {
     },
   );
   const service = await supervise(child, `${url}/health`, url, '[edge]', 120_000, options);
+  const { admin, createTenantKey } = adminApi(url, adminSecret);
+  let apiKey = '';
+  if (options.tenant !== false) {
+    try {
+      apiKey = (await createTenantKey(options.tenant?.limits, options.tenant?.name)).key;
+    } catch (err) {
+      await service.stop();
+      throw err;
+    }
+  }
+  return { ...service, adminSecret, apiKey, admin, createTenantKey };
+}
+
+/** The admin API of an edge (functions/routes/admin.ts), for scripts and tests. */
+export function adminApi(url: string, adminSecret: string): Pick<EdgeService, 'admin' | 'createTenantKey'> {
   const admin = async (method: string, path: string, body?: unknown): Promise<any> => {
     const response = await fetch(url + path, {
       method,
@@ -152,16 +167,7 @@ export async function startEdge(options: EdgeOptions): Promise<EdgeService> {
     const key = await admin('POST', '/admin/keys', { tenant: tenant.id, name: 'default' });
     return { tenantId: tenant.id as string, keyId: key.id as string, key: key.key as string };
   };
-  let apiKey = '';
-  if (options.tenant !== false) {
-    try {
-      apiKey = (await createTenantKey(options.tenant?.limits, options.tenant?.name)).key;
-    } catch (err) {
-      await service.stop();
-      throw err;
-    }
-  }
-  return { ...service, adminSecret, apiKey, admin, createTenantKey };
+  return { admin, createTenantKey };
 }
 
 export interface Stack {
@@ -190,7 +196,8 @@ export async function startStack(options: { originPort: number; edgePort: number
   };
 }
 
-async function supervise(child: ChildProcess, healthUrl: string, url: string, tag: string, timeoutMs: number, options: ProcessOptions): Promise<Service> {
+/** Waits for a started process to answer `healthUrl`; keeps its recent output for error messages. */
+export async function supervise(child: ChildProcess, healthUrl: string, url: string, tag: string, timeoutMs: number, options: ProcessOptions): Promise<Service> {
   const recent: string[] = [];
   const capture = (chunk: Buffer) => {
     const text = chunk.toString();

@@ -1,12 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { once } from 'node:events';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { unstable_readConfig } from 'wrangler';
 import { seedModels } from '../../scripts/seed-models';
-import { applyMigrations } from '../../scripts/stack';
+import { adminApi, applyMigrations, supervise } from '../../scripts/stack';
 
 /**
  * Two edge Workers in two `wrangler dev` processes (two workerd processes, so
@@ -146,21 +145,7 @@ export async function startIsolatePair(options: IsolatePairOptions): Promise<Iso
     throw new Error(`starting the two isolates failed:\n${reasons.join('\n')}`);
   }
 
-  const admin = async (method: string, path: string, body?: unknown): Promise<any> => {
-    const response = await fetch(a.url + path, {
-      method,
-      headers: { authorization: `Bearer ${adminSecret}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const json = await response.json().catch(() => null);
-    if (!response.ok) throw new Error(`admin ${method} ${path} answered ${response.status}: ${JSON.stringify(json)}`);
-    return json;
-  };
-  const createTenantKey = async (limits: Record<string, number | null>) => {
-    const tenant = await admin('POST', '/admin/tenants', { name: `iso-${randomBytes(4).toString('hex')}`, limits });
-    const key = await admin('POST', '/admin/keys', { tenant: tenant.id });
-    return { tenantId: tenant.id as string, keyId: key.id as string, key: key.key as string };
-  };
+  const { admin, createTenantKey } = adminApi(a.url, adminSecret);
   return { a, b, adminSecret, admin, createTenantKey, stop: cleanup };
 }
 
@@ -172,36 +157,6 @@ async function spawnEdge(options: { name: string; port: number; args: string[]; 
     ['node_modules/wrangler/bin/wrangler.js', 'dev', '--ip', '127.0.0.1', '--port', String(options.port), '--inspector-port', '0', '--show-interactive-dev-session=false', ...options.args],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...wranglerEnv, WRANGLER_REGISTRY_PATH: options.registry, WRANGLER_LOG: process.env.WRANGLER_LOG ?? 'warn' } },
   );
-  const recent: string[] = [];
-  const capture = (chunk: Buffer) => {
-    recent.push(...chunk.toString().split('\n'));
-    if (recent.length > 300) recent.splice(0, recent.length - 300);
-  };
-  child.stdout!.on('data', capture);
-  child.stderr!.on('data', capture);
-  const output = () => recent.map((l) => `[${options.name}] ${l}`).join('\n');
-  const stop = async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    const exited = once(child, 'exit');
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-    await exited;
-    clearTimeout(timer);
-  };
-  const deadline = Date.now() + 120_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`${options.name} exited with code ${child.exitCode}:\n${output()}`);
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`${options.name} did not come up on ${url} within 120 s:\n${output()}`);
-    }
-    try {
-      if ((await fetch(`${url}/health`, { signal: AbortSignal.timeout(2000) })).ok) break;
-    } catch {
-      /* not listening yet */
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  options.log?.(`${options.name} is up at ${url}`);
-  return { name: options.name, url, process: child, output, stop };
+  const service = await supervise(child, `${url}/health`, url, `[${options.name}]`, 120_000, { log: options.log });
+  return { name: options.name, url, process: child, output: service.output, stop: service.stop };
 }
