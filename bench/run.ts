@@ -87,6 +87,7 @@ const suites: Array<{ name: string; run: (ctx: BenchContext) => Promise<BenchRec
       return prefixCacheSuite({ edge: ctx.edge, draftDir, repeats: quick ? 3 : 8, maxTokens: 16, tailTokens: 24, log: ctx.log });
     },
   },
+  { name: 'proposers', run: async (ctx) => (await import('./proposers')).proposersSuite(ctx) },
   {
     // Its own two origins and edge (bench/failover.ts): one origin is killed halfway.
     name: 'failover',

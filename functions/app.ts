@@ -4,14 +4,19 @@ import { ApiError } from '../shared/errors';
 import type { EdgeEnv } from './context';
 import { adminAuth } from './middleware/admin-auth';
 import { apiKeyAuth } from './middleware/api-key-auth';
+import { memoryAdmission } from './middleware/admission';
 import { boundedBody } from './middleware/body-limit';
 import { withConfig } from './middleware/config';
 import { withDraftEngine } from './middleware/draft-engine';
 import { isCancellation, publicError } from './openai/public-error';
 import { admin } from './routes/admin';
+import { chatCompletions } from './routes/chat-completions';
 import { completions } from './routes/completions';
 import { health } from './routes/health';
+import { jobs } from './routes/jobs';
 import { models } from './routes/models';
+import { triggerEvents, triggers } from './routes/triggers';
+import { webhookEndpoints } from './routes/webhook-endpoints';
 
 /**
  * The edge Worker's app: OpenAI-compatible generation for API-key holders,
@@ -35,11 +40,22 @@ export function createApp(extend?: (app: Hono<EdgeEnv>) => void): Hono<EdgeEnv> 
   app.use('*', withConfig);
   app.route('/', health);
 
+  // Inbound trigger events carry no API key: their signature authenticates them (functions/triggers), so they come first.
+  app.route('/', triggerEvents);
+
   // Authenticate before anything reads the body; bound the body before anything parses it.
   app.use('/v1/*', apiKeyAuth, boundedBody);
+  app.use('/v1/*', memoryAdmission); // refuses a generation the isolate's memory budget cannot take (503 isolate_busy)
   app.use('/v1/completions', withDraftEngine);
+  app.use('/v1/chat/completions', withDraftEngine);
   app.route('/', models);
   app.route('/', completions);
+  app.route('/', chatCompletions);
+
+  // Background jobs, webhook endpoints, triggers (functions/jobs, functions/webhooks, functions/triggers).
+  app.route('/', jobs);
+  app.route('/', webhookEndpoints);
+  app.route('/', triggers);
 
   app.use('/admin/*', adminAuth, boundedBody);
   app.route('/', admin);

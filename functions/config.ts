@@ -30,6 +30,14 @@ export interface EdgeConfig {
   prefixCache: { blockTokens: number; maxBytes: number; ttlMs: number };
   /** Largest request body in bytes (hono/body-limit, before the body is read). */
   maxBodyBytes: number;
+  /** Bytes of its 128 MB an isolate may hold before new generations are refused (functions/middleware/admission.ts). */
+  isolateMemoryBudgetBytes: number;
+  /** Background jobs (functions/jobs) and the sweeper (functions/background). */
+  jobs: { leaseMs: number; retryBaseMs: number; maxAttempts: number; sweepIntervalMs: number };
+  /** Outbound webhooks (functions/webhooks). */
+  webhooks: { allowHttpLoopback: boolean; retryScale: number; timeoutMs: number; disableAfterMs: number; rotationOverlapMs: number };
+  /** Inbound triggers (functions/triggers). */
+  triggers: { maxBodyBytes: number; toleranceS: number };
 }
 
 const intVar = (min: number, max: number, fallback: number) =>
@@ -60,13 +68,27 @@ const configSchema = z.object({
   // 1 MiB holds the longest prompt the shipped models take many times over (1024 tokens of at most 32 bytes).
   MAX_BODY_KB: intVar(1, 100 * 1024, 1024),
   ALLOW_HTTP_ORIGINS: z.enum(['on', 'off']).default('off'),
+  // Of the isolate's 128 MB; the rest is the estimate's error margin (functions/middleware/admission.ts).
+  ISOLATE_MEMORY_BUDGET_MB: z.coerce.number().min(8, 'ISOLATE_MEMORY_BUDGET_MB must be at least 8').max(128, 'ISOLATE_MEMORY_BUDGET_MB: a Worker isolate has 128 MB').optional().transform((v) => v ?? 100),
+  JOB_LEASE_S: intVar(2, 3_600, 120),
+  JOB_RETRY_BASE_S: intVar(0, 3_600, 10),
+  JOB_MAX_ATTEMPTS: intVar(1, 100, 10),
+  SWEEP_INTERVAL_S: intVar(1, 3_600, 60),
+  WEBHOOK_ALLOW_HTTP_LOOPBACK: z.enum(['on', 'off']).default('off'),
+  WEBHOOK_RETRY_SCALE: z.coerce.number().gt(0).max(1).optional().transform((v) => v ?? 1),
+  // Standard Webhooks / Svix: a 2xx within 15 s; tests shorten it.
+  WEBHOOK_TIMEOUT_MS: intVar(100, 15_000, 15_000),
+  WEBHOOK_DISABLE_AFTER_S: intVar(1, 90 * 86_400, 5 * 86_400),
+  WEBHOOK_ROTATION_OVERLAP_S: intVar(0, 7 * 86_400, 86_400),
+  TRIGGER_MAX_BODY_KB: intVar(1, 1024, 256),
+  TRIGGER_TOLERANCE_S: intVar(1, 3_600, 300),
 });
 
 let cached: { env: Env; config: EdgeConfig } | null = null;
 
 export function edgeConfig(env: Env): EdgeConfig {
   if (cached?.env === env) return cached.config;
-  const parsed = configSchema.safeParse({ ...env, MODELS: undefined, PREFIX_CACHE: undefined, RATE_LIMITER: undefined, DB: undefined });
+  const parsed = configSchema.safeParse({ ...env, MODELS: undefined, PREFIX_CACHE: undefined, RATE_LIMITER: undefined, DB: undefined, JOBS_QUEUE: undefined, WEBHOOKS_QUEUE: undefined, SWEEPER: undefined });
   if (!parsed.success) throw new Error(`edgespec configuration (wrangler.toml [vars]): ${z.prettifyError(parsed.error)}`);
   const v = parsed.data;
   let origins: OriginSpec[];
@@ -103,12 +125,23 @@ export function edgeConfig(env: Env): EdgeConfig {
       ttlMs: v.PREFIX_CACHE_TTL_S * 1000,
     },
     maxBodyBytes: v.MAX_BODY_KB * 1024,
+    isolateMemoryBudgetBytes: Math.round(v.ISOLATE_MEMORY_BUDGET_MB * 2 ** 20),
+    jobs: { leaseMs: v.JOB_LEASE_S * 1000, retryBaseMs: v.JOB_RETRY_BASE_S * 1000, maxAttempts: v.JOB_MAX_ATTEMPTS, sweepIntervalMs: v.SWEEP_INTERVAL_S * 1000 },
+    webhooks: {
+      allowHttpLoopback: v.WEBHOOK_ALLOW_HTTP_LOOPBACK === 'on',
+      retryScale: v.WEBHOOK_RETRY_SCALE,
+      timeoutMs: v.WEBHOOK_TIMEOUT_MS,
+      disableAfterMs: v.WEBHOOK_DISABLE_AFTER_S * 1000,
+      rotationOverlapMs: v.WEBHOOK_ROTATION_OVERLAP_S * 1000,
+    },
+    triggers: { maxBodyBytes: v.TRIGGER_MAX_BODY_KB * 1024, toleranceS: v.TRIGGER_TOLERANCE_S },
   };
   cached = { env, config };
   return config;
 }
 
-const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]']);
+/** Hosts that are this machine: plain http:// to them is allowed (and a deployed Worker cannot reach them: scripts/deploy.ts). */
+export const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]']);
 
 /**
  * Verify calls carry prompts and signed bodies: beyond loopback they need TLS,

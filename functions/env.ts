@@ -1,3 +1,5 @@
+import type { BackgroundMessage } from './background/messages';
+import type { Sweeper } from './background/sweeper';
 import type { PrefixCache } from './prefix-cache/durable-object';
 import type { RateLimiter } from './rate-limit/durable-object';
 
@@ -59,4 +61,34 @@ export interface Env {
   MAX_BODY_KB?: string;
   /** "on" lets ORIGINS/ORIGIN_URL use plain http:// beyond loopback (a private network you trust). */
   ALLOW_HTTP_ORIGINS?: string;
+  /** MiB of the isolate's 128 MB new generations may fill (estimated) before they get 503 isolate_busy. */
+  ISOLATE_MEMORY_BUDGET_MB?: string;
+  /** Background jobs: messages carry a job id (functions/jobs); absent = POST /v1/jobs answers 503. */
+  JOBS_QUEUE?: Queue<BackgroundMessage>;
+  /** Webhook deliveries: messages carry a delivery id and attempt number (functions/webhooks). */
+  WEBHOOKS_QUEUE?: Queue<BackgroundMessage>;
+  /** One object re-sending the messages of work a queue lost or a consumer dropped (functions/background/sweeper.ts). */
+  SWEEPER?: DurableObjectNamespace<Sweeper>;
+  /** Seconds a job run's claim holds without renewal (renewed between rounds); a dead run's job is taken over after it. */
+  JOB_LEASE_S?: string;
+  /** First backoff of a transiently failed job run, seconds (doubling per queue retry). */
+  JOB_RETRY_BASE_S?: string;
+  /** Runs of one job (claims) after which it fails. */
+  JOB_MAX_ATTEMPTS?: string;
+  /** Period of the sweeper's alarm while background work is open. */
+  SWEEP_INTERVAL_S?: string;
+  /** "on" lets webhook URLs use plain http:// to loopback (local development and tests only). */
+  WEBHOOK_ALLOW_HTTP_LOOPBACK?: string;
+  /** Multiplies the webhook retry schedule (1 = Svix's; the test Worker compresses it). */
+  WEBHOOK_RETRY_SCALE?: string;
+  /** An attempt succeeds only with a 2xx within this many ms. */
+  WEBHOOK_TIMEOUT_MS?: string;
+  /** An endpoint whose every attempt failed for this many seconds is disabled. */
+  WEBHOOK_DISABLE_AFTER_S?: string;
+  /** Seconds the previous secret keeps signing after a rotation. */
+  WEBHOOK_ROTATION_OVERLAP_S?: string;
+  /** Largest inbound trigger event body, KiB. */
+  TRIGGER_MAX_BODY_KB?: string;
+  /** Largest clock difference accepted in a signed trigger event's timestamp, seconds. */
+  TRIGGER_TOLERANCE_S?: string;
 }

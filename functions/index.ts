@@ -1,8 +1,10 @@
 import { createApp } from './app';
+import { worker } from './background/worker';
 
 /** The production edge Worker (wrangler.toml `main`). Tests and benchmarks run functions/testing/entry.ts. */
-export default createApp();
+export default worker(createApp());
 
 // Durable Object classes must be exported by the Worker entry (wrangler.toml [[durable_objects.bindings]]).
+export { Sweeper } from './background/sweeper';
 export { PrefixCache } from './prefix-cache/durable-object';
 export { RateLimiter } from './rate-limit/durable-object';

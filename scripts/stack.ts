@@ -111,7 +111,8 @@ export async function startEdge(options: EdgeOptions): Promise<EdgeService> {
   await applyMigrations(persistTo, worker, options.log);
   const draftName = draftDir.split(/[\\/]/).filter(Boolean).pop()!;
   const adminSecret = options.adminSecret ?? randomBytes(24).toString('hex');
-  const vars: Record<string, string> = { ORIGIN_URL: options.originUrl, DRAFT_MODEL: draftName, ...options.vars };
+  // A local stack is development: webhooks may go to a receiver on loopback over plain http (production default: off).
+  const vars: Record<string, string> = { ORIGIN_URL: options.originUrl, DRAFT_MODEL: draftName, WEBHOOK_ALLOW_HTTP_LOOPBACK: 'on', ...options.vars };
   // Secrets go to wrangler in an env file (the local stand-in for `wrangler secret put`), never in argv, where `ps` shows them.
   const secretsFile = join(persistTo, 'edge-secrets.env');
   await mkdir(persistTo, { recursive: true });

@@ -1,3 +1,4 @@
+import { loadChatTemplate, type ChatTemplate } from '../../shared/chat-template';
 import { loadModel, type DecoderConfig, type CausalLM, type ModelFiles } from '../../shared/model';
 import { loadTokenizer, type TextTokenizer } from '../../shared/tokenizer';
 import { workerdOrt } from './ort-workerd';
@@ -7,6 +8,8 @@ export interface DraftEngine {
   lm: CausalLM;
   config: DecoderConfig;
   tokenizer: TextTokenizer;
+  /** The model folder's chat template (tokenizer_config.json or chat_template.jinja), null when it has none: chat completions need it. */
+  chatTemplate: ChatTemplate | null;
   loadMs: number;
   /**
    * Names these exact weights (folder + the R2 etags of the files read): the
@@ -32,18 +35,25 @@ export function draftEngine(bucket: R2Bucket, prefix: string): Promise<DraftEngi
 async function loadDraftEngine(bucket: R2Bucket, prefix: string): Promise<DraftEngine> {
   const started = Date.now();
   const etags: string[] = [];
+  // Each file is fetched once, however many loaders read it (tokenizer and chat template share tokenizer_config.json).
+  const reads = new Map<string, Promise<Uint8Array | null>>();
+  const read = async (path: string) => {
+    const object = await bucket.get(`${prefix}/${path}`);
+    if (object) etags.push(`${path}:${object.etag}`);
+    return object ? new Uint8Array(await object.arrayBuffer()) : null;
+  };
   const files: ModelFiles = {
-    async read(path) {
-      const object = await bucket.get(`${prefix}/${path}`);
-      if (object) etags.push(`${path}:${object.etag}`);
-      return object ? new Uint8Array(await object.arrayBuffer()) : null;
+    read(path) {
+      if (!reads.has(path)) reads.set(path, read(path));
+      return reads.get(path)!;
     },
   };
-  const [{ lm, config }, tokenizer] = await Promise.all([
+  const [{ lm, config }, tokenizer, chatTemplate] = await Promise.all([
     loadModel(workerdOrt(), files, 'quantized', { executionProviders: ['wasm'] }),
     loadTokenizer(files),
+    loadChatTemplate(files),
   ]);
   const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(etags.sort().join('\n')));
   const fingerprint = `${prefix}@${[...new Uint8Array(digest).slice(0, 8)].map((b) => b.toString(16).padStart(2, '0')).join('')}`;
-  return { lm, config, tokenizer, loadMs: Date.now() - started, fingerprint };
+  return { lm, config, tokenizer, chatTemplate, loadMs: Date.now() - started, fingerprint };
 }

@@ -15,6 +15,13 @@ import type { OrtRuntime } from '../../shared/model';
  */
 const placeholder = new Uint8Array([0x00, 0x61, 0x73, 0x6d]);
 let installed = false;
+/**
+ * The WebAssembly.Memory ORT's Emscripten module runs in (the threaded build
+ * creates it in JS and passes it as an import; other builds export it). Its
+ * buffer is the WASM heap: model weights, the arena, every run's tensors. It
+ * only grows (by at least 20% a step, Emscripten's policy) and never shrinks.
+ */
+let wasmMemory: WebAssembly.Memory | null = null;
 
 function installShim() {
   if (installed) return;
@@ -24,6 +31,7 @@ function installShim() {
     // ORT may hand back a copy of the placeholder, so match by size: no real module is 4 bytes.
     if ((source instanceof ArrayBuffer || ArrayBuffer.isView(source)) && source.byteLength === placeholder.byteLength) {
       const instance = await instantiate(ortWasmModule, imports);
+      wasmMemory = findMemory(imports) ?? findMemory({ exports: instance.exports });
       return { instance, module: ortWasmModule };
     }
     return instantiate(source as WebAssembly.Module, imports);
@@ -37,4 +45,20 @@ function installShim() {
 export function workerdOrt(): OrtRuntime {
   installShim();
   return ort as unknown as OrtRuntime;
+}
+
+/**
+ * Bytes of ORT's WASM heap in this isolate, or null while ORT has not been
+ * instantiated (nothing at import time: the first draft engine load does it).
+ * functions/middleware/admission.ts counts it against the isolate's 128 MB.
+ */
+export function wasmHeapBytes(): number | null {
+  return wasmMemory ? wasmMemory.buffer.byteLength : null;
+}
+
+function findMemory(imports: WebAssembly.Imports | undefined): WebAssembly.Memory | null {
+  for (const module of Object.values(imports ?? {})) {
+    for (const value of Object.values(module ?? {})) if (value instanceof WebAssembly.Memory) return value;
+  }
+  return null;
 }

@@ -6,9 +6,20 @@ import type { DraftEngine } from '../draft/engine';
 import type { Env } from '../env';
 import { usage, type Usage } from '../openai/response';
 import { draftPrefixCache, tenantOrigin } from '../prefix-cache';
-import { createProposer, type Proposer } from '../proposers';
+import {
+  createProposer,
+  DEFAULT_MAX_MATCH_DRAFT,
+  DEFAULT_PROPOSER,
+  isolateSuffixIndexes,
+  MATCH_DRAFT_FACTOR,
+  predictionUsage,
+  proposerFor,
+  type Proposer,
+  type ProposerRequest,
+} from '../proposers';
+import { PROMPT_LOOKUP_DEFAULTS } from '../proposers/prompt-lookup';
 import { reserveUsage } from '../rate-limit';
-import { decode, type FinishReason, type GenerationInput } from '../speculation/loop';
+import { decode, type FinishReason, type GenerationInput, type SpeculationPlan } from '../speculation/loop';
 import { newStats, statsToJson } from '../speculation/stats';
 import { createOriginClient, type OriginClient } from '../upstream';
 import { DraftOnlyOrigin, isOriginsUnavailable, withDraftFallback, type FallbackState } from '../upstream/draft-only';
@@ -25,13 +36,14 @@ export interface GenerationRequest {
   prompt: number[];
   maxTokens: number;
   sampling: { temperature: number; top_p: number; top_k: number; seed?: number | null };
-  speculation?: SpeculationRequest;
+  speculation?: SpeculationRequest & ProposerRequest;
   /** "draft": when no origin can serve, the draft answers alone (labelled); "none": 503. */
   fallback?: 'none' | 'draft';
   /**
    * The caller's predicted output as token ids (OpenAI's Predicted Outputs,
-   * `prediction: {type: "content"}`): a deterministic draft (q = δ), tried
-   * before any other proposer. Not wired yet.
+   * `prediction: {type: "content"}`; `predictionTokens` in functions/openai/request.ts):
+   * a deterministic draft (q = δ), tried before any other proposer, and what
+   * `accepted_prediction_tokens` / `rejected_prediction_tokens` count against.
    */
   prediction?: number[];
 }
@@ -88,7 +100,7 @@ export async function startGeneration(deps: GenerationDeps, request: GenerationR
   const { env, config, caller, engine } = deps;
   const limits = caller.tenant.limits;
   checkMaxTokens(request.maxTokens, limits);
-  const plan = speculationPlan(request.speculation, config, limits);
+  const plan = withMatchDraft(speculationPlan(request.speculation, config, limits), request.speculation, limits.maxDraftLength);
   const prompt = request.prompt;
 
   // Origin pool session with affinity to the prompt's first block.
@@ -138,8 +150,19 @@ export async function startGeneration(deps: GenerationDeps, request: GenerationR
     const originCachedTokens: number[] = [];
     const tenantUpstream = tenantOrigin(upstream, caller.cacheSalt, (tokens) => originCachedTokens.push(tokens));
     let proposer: Proposer | null = null;
-    const newProposer = () => (proposer = createProposer('draft-model', engine, { qEntries: config.draftQEntries, prefix: restored?.prefix }));
-    const rounds = decode(input, plan, newProposer, tenantUpstream, stats, signal);
+    const spec = request.speculation ?? {};
+    const newProposer = () =>
+      (proposer = proposerFor(spec.proposer ?? DEFAULT_PROPOSER, engine, {
+        qEntries: config.draftQEntries,
+        prefix: restored?.prefix,
+        promptLength: prompt.length,
+        prediction: request.prediction,
+        // Only ever the caller's own tenant's outputs (keyed by its cache salt).
+        history: isolateSuffixIndexes.get(caller.cacheSalt),
+        promptLookup: { min: spec.prompt_lookup_min ?? PROMPT_LOOKUP_DEFAULTS.min, max: spec.prompt_lookup_max ?? Math.max(PROMPT_LOOKUP_DEFAULTS.max, spec.prompt_lookup_min ?? 0) },
+      }));
+    const output: number[] = [];
+    const rounds = recorded(decode(input, plan, newProposer, tenantUpstream, stats, signal), output);
 
     // Run the first round before answering, so an unreachable origin is a clean 5xx, not a broken stream.
     const first = await rounds.next();
@@ -152,7 +175,7 @@ export async function startGeneration(deps: GenerationDeps, request: GenerationR
       cancel: (reason = 'cancelled') => cancelled.abort(new DOMException(reason, 'AbortError')),
       summary: (completionTokens) => ({
         // Cached prompt tokens: draft KV restored at the edge; origin-only decoding reports the origin's target KV.
-        usage: usage(prompt.length, completionTokens, stats.drafted, stats.accepted, restored ? restored.cachedTokens : (originCachedTokens[0] ?? 0)),
+        usage: usage(prompt.length, completionTokens, ...predictionCounts(request.prediction, output.slice(0, completionTokens), stats), restored ? restored.cachedTokens : (originCachedTokens[0] ?? 0)),
         speculation: { ...statsToJson(stats, completionTokens), prompt_cached_tokens: restored?.cachedTokens ?? 0, origin_cached_tokens: originCachedTokens },
         ...(fallback.reason !== null ? { fallback: { mode: 'draft' as const, from_token: fallback.fromToken, reason: fallback.reason } } : {}),
       }),
@@ -164,9 +187,15 @@ export async function startGeneration(deps: GenerationDeps, request: GenerationR
         cancelled.abort(new DOMException('generation finished', 'AbortError'));
         void rounds.return('stop').catch(() => {});
         settle(prompt.length + completionTokens);
-        const draftKv = (proposer as Proposer | null)?.draftKv?.();
-        if (completed && prefixCache && restored && draftKv) {
-          deps.waitUntil(prefixCache.store(draftKv, restored.keys, restored.cachedTokens / config.prefixCache.blockTokens));
+        // The tenant's recent outputs feed its suffix drafts (functions/proposers/suffix.ts); a draft-only answer is not the target's.
+        if (completed && fallback.reason === null) isolateSuffixIndexes.record(caller.cacheSalt, output.slice(0, completionTokens));
+        const drafter = proposer as Proposer | null;
+        if (completed && prefixCache && restored && drafter?.draftKv) {
+          // Rounds a match or a prediction drafted left the draft model behind: it catches up on the whole
+          // prompt and output in one pass (after the response), so the next turn's prefix hits all the same.
+          const everything = [...prompt, ...output.slice(0, completionTokens)];
+          const kv = (drafter.syncKv ? drafter.syncKv(everything) : Promise.resolve()).then(() => drafter.draftKv!());
+          deps.waitUntil(kv.then((draftKv) => prefixCache.store(draftKv, restored.keys, restored.cachedTokens / config.prefixCache.blockTokens)));
         }
       },
     };
@@ -175,6 +204,47 @@ export async function startGeneration(deps: GenerationDeps, request: GenerationR
     cancelled.abort();
     settle(0);
     throw err;
+  }
+}
+
+/**
+ * The plan's match-draft bound: the request's `max_match_draft`, else
+ * DEFAULT_MAX_MATCH_DRAFT; a tenant with a `max_draft_length` cap C gets at
+ * most MATCH_DRAFT_FACTOR·C (asking for more is a 400, as for the other caps).
+ */
+function withMatchDraft(plan: SpeculationPlan, spec: ProposerRequest = {}, cap: number | null): SpeculationPlan {
+  const tenantCap = cap === null ? null : MATCH_DRAFT_FACTOR * cap;
+  if (spec.max_match_draft !== undefined && tenantCap !== null && spec.max_match_draft > tenantCap) {
+    throw new ApiError(400, `Invalid value for 'speculation.max_match_draft': at most ${tenantCap} for this API key's tenant (got ${spec.max_match_draft}).`, 'speculation.max_match_draft', 'limit_exceeded');
+  }
+  const maxMatchDraft = Math.max(plan.draftLength, Math.min(spec.max_match_draft ?? DEFAULT_MAX_MATCH_DRAFT, tenantCap ?? Infinity));
+  return { ...plan, maxMatchDraft };
+}
+
+/**
+ * `usage.completion_tokens_details` as (drafted, accepted) for `usage`: with a
+ * prediction, OpenAI's meaning (prediction tokens that appeared in the output
+ * / that did not, `predictionUsage`); without one, the speculation's own
+ * drafted tokens the target accepted / rejected (edgespec's meaning before
+ * Predicted Outputs, kept for its clients).
+ */
+function predictionCounts(prediction: readonly number[] | undefined, output: readonly number[], stats: { drafted: number; accepted: number }): [number, number] {
+  if (!prediction) return [stats.drafted, stats.accepted];
+  const { accepted, rejected } = predictionUsage(prediction, output);
+  return [accepted + rejected, accepted];
+}
+
+/** The rounds, with every emitted token appended to `output` as it passes (the prediction's accounting and the tenant's history read it). */
+async function* recorded(rounds: AsyncGenerator<number[], FinishReason>, output: number[]): AsyncGenerator<number[], FinishReason> {
+  try {
+    for (;;) {
+      const step = await rounds.next();
+      if (step.done) return step.value;
+      output.push(...step.value);
+      yield step.value;
+    }
+  } finally {
+    await rounds.return('stop');
   }
 }
 

@@ -1,14 +1,21 @@
 import type { Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import type { TextTokenizer } from '../../shared/tokenizer';
+import type { EdgeContext } from '../context';
 import type { Generation } from '../generation';
 import { textRounds } from '../generation/text';
 import { publicError } from './public-error';
-import { completionChunk, type CompletionMeta } from './response';
+import { newResponseMeta, responseObject, type ResponseShape } from './response';
 
-/** What a completion response is written from: a started generation, and how to present it. */
-export interface CompletionOutput {
-  meta: CompletionMeta;
+/**
+ * The one response writer of every OpenAI endpoint (completions, chat): a
+ * started generation in, OpenAI's JSON or SSE out. What differs between
+ * endpoints is only the shape of a choice (`shape`, ./response.ts).
+ */
+export interface ResponseOutput {
+  shape: ResponseShape;
+  /** The model name the response reports. */
+  model: string;
   generation: Generation;
   tokenizer: TextTokenizer;
   stop: string[];
@@ -16,9 +23,31 @@ export interface CompletionOutput {
   includeUsageChunk: boolean;
 }
 
-/** One `text_completion` object with the whole text. */
-export async function completionJson(c: Context, out: CompletionOutput): Promise<Response> {
-  const { generation } = out;
+/** The fields of a parsed request (completions, chat) that decide how its response is written. */
+export interface PresentationRequest {
+  stream: boolean;
+  stop: string[];
+  return_token_ids?: boolean;
+  stream_options?: { include_usage?: boolean } | null;
+}
+
+/** The response a parsed request asked for, under the deployment's model name: SSE when `stream`, else JSON. */
+export function respond(c: EdgeContext, shape: ResponseShape, generation: Generation, request: PresentationRequest): Response | Promise<Response> {
+  const out: ResponseOutput = {
+    shape,
+    model: c.var.config.modelId,
+    generation,
+    tokenizer: c.var.draftEngine.tokenizer,
+    stop: request.stop,
+    returnTokenIds: request.return_token_ids ?? false,
+    includeUsageChunk: request.stream_options?.include_usage ?? false,
+  };
+  return request.stream ? respondStream(c, out) : respondJson(c, out);
+}
+
+/** One response object with the whole text. */
+export async function respondJson(c: Context, out: ResponseOutput): Promise<Response> {
+  const { generation, shape } = out;
   const generatedIds: number[] = [];
   let completed = false;
   try {
@@ -26,8 +55,12 @@ export async function completionJson(c: Context, out: CompletionOutput): Promise
     let text = '';
     let step = await pieces.next();
     for (; !step.done; step = await pieces.next()) text += step.value.text;
-    const body = completionChunk(out.meta, text, step.value, generation.summary(generatedIds.length));
-    if (out.returnTokenIds) Object.assign(body.choices[0], { prompt_token_ids: generation.prompt, token_ids: generatedIds });
+    const choice = shape.wholeChoice(text, step.value);
+    const body = responseObject(shape, newResponseMeta(shape, out.model), false, [choice], generation.summary(generatedIds.length));
+    if (out.returnTokenIds) {
+      Object.assign(shape.promptTokenIdsIn === 'choice' ? choice : body, { prompt_token_ids: generation.prompt });
+      Object.assign(choice, { token_ids: generatedIds });
+    }
     completed = true;
     return c.json(body, 200, generation.headers());
   } finally {
@@ -35,9 +68,10 @@ export async function completionJson(c: Context, out: CompletionOutput): Promise
   }
 }
 
-/** OpenAI's SSE chunks, the final one with finish_reason and the final fields, then `[DONE]`. */
-export function completionStream(c: Context, out: CompletionOutput): Response {
-  const { generation } = out;
+/** OpenAI's SSE chunks (an opening one where the shape has it), the final one with finish_reason and the final fields, then `[DONE]`. */
+export function respondStream(c: Context, out: ResponseOutput): Response {
+  const { generation, shape } = out;
+  const meta = newResponseMeta(shape, out.model);
   for (const [name, value] of Object.entries(generation.headers())) c.header(name, value);
   return streamSSE(c, async (sse) => {
     // The client closing the stream cancels the generation and every upstream call it has in flight.
@@ -45,24 +79,28 @@ export function completionStream(c: Context, out: CompletionOutput): Response {
     const generatedIds: number[] = [];
     let completed = false;
     let clientGone = false;
-    const send = (chunk: object) => sse.writeSSE({ data: JSON.stringify(chunk) });
+    const send = (choices: Record<string, unknown>[], extra: object = {}) => sse.writeSSE({ data: JSON.stringify(responseObject(shape, meta, true, choices, extra)) });
     try {
+      if (shape.openingChoice) {
+        const prompt = out.returnTokenIds && shape.promptTokenIdsIn === 'response' ? { prompt_token_ids: generation.prompt } : {};
+        await send([{ ...shape.openingChoice }], prompt);
+      }
       const pieces = textRounds(generation, out.tokenizer, out.stop, generatedIds);
       let step = await pieces.next();
       for (; !step.done; step = await pieces.next()) {
         const { text, ids } = step.value;
-        const chunk = completionChunk(out.meta, text, null);
-        if (out.returnTokenIds) Object.assign(chunk.choices[0], { token_ids: ids });
-        if (text || (out.returnTokenIds && ids.length)) await send(chunk);
+        const choice = shape.deltaChoice(text, null);
+        if (out.returnTokenIds) Object.assign(choice, { token_ids: ids });
+        if (text || (out.returnTokenIds && ids.length)) await send([choice]);
       }
       const summary = generation.summary(generatedIds.length);
-      await send(completionChunk(out.meta, '', step.value, summary));
-      if (out.includeUsageChunk) await send({ ...completionChunk(out.meta, '', null), choices: [], ...summary });
+      await send([shape.deltaChoice('', step.value)], summary);
+      if (out.includeUsageChunk) await send([], summary);
       completed = true;
     } catch (err) {
       // Headers are sent: the failure can only travel in the stream, in OpenAI's error shape.
       clientGone = generation.signal.aborted;
-      if (!clientGone) await send(publicError(err, c.get('requestId') ?? 'unknown').toBody());
+      if (!clientGone) await sse.writeSSE({ data: JSON.stringify(publicError(err, c.get('requestId') ?? 'unknown').toBody()) });
     } finally {
       generation.finish({ completionTokens: generatedIds.length, completed });
     }

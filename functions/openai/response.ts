@@ -1,10 +1,30 @@
 import type { FinishReason } from '../speculation/loop';
 
-/** OpenAI `text_completion` objects, streamed and not. */
-export interface CompletionMeta {
+/**
+ * OpenAI response objects, streamed and not. Every response kind
+ * (`text_completion`, `chat.completion`) is the same envelope around one
+ * choice; a `ResponseShape` says only how its choices look, and the one
+ * writer (./respond.ts) does everything else.
+ */
+export interface ResponseMeta {
   id: string;
   created: number;
   model: string;
+}
+
+export interface ResponseShape {
+  /** Response ids are this, a dash and 32 hex digits (`cmpl-…`, `chatcmpl-…`). */
+  idPrefix: string;
+  /** `object` of the non-streamed response and of a stream chunk. */
+  object: { whole: string; chunk: string };
+  /** The choice of a non-streamed response: all the text. */
+  wholeChoice(text: string, finishReason: FinishReason): Record<string, unknown>;
+  /** The choice of a stream chunk: a text delta; the last one carries the finish reason. */
+  deltaChoice(text: string, finishReason: FinishReason | null): Record<string, unknown>;
+  /** A stream's first choice, before any text (chat: the assistant's role), or null for none. */
+  openingChoice: Record<string, unknown> | null;
+  /** Where `prompt_token_ids` go when asked for (`return_token_ids`, as vLLM places them): in the choice or in the response. */
+  promptTokenIdsIn: 'choice' | 'response';
 }
 
 export interface Usage {
@@ -25,17 +45,30 @@ export function usage(promptTokens: number, completionTokens: number, drafted: n
   };
 }
 
-export function completionChunk(meta: CompletionMeta, text: string, finishReason: FinishReason | null, extra: object = {}) {
+/** One response object or stream chunk: the envelope, the choices (none for the usage chunk), and the final fields. */
+export function responseObject(shape: ResponseShape, meta: ResponseMeta, streamed: boolean, choices: Record<string, unknown>[], extra: object = {}) {
   return {
     id: meta.id,
-    object: 'text_completion',
+    object: streamed ? shape.object.chunk : shape.object.whole,
     created: meta.created,
     model: meta.model,
-    choices: [{ text, index: 0, logprobs: null, finish_reason: finishReason }],
+    choices,
     ...extra,
   };
 }
 
-export function newCompletionMeta(model: string): CompletionMeta {
-  return { id: `cmpl-${crypto.randomUUID().replaceAll('-', '')}`, created: Math.floor(Date.now() / 1000), model };
+/** `text_completion`: the same choice streamed and not. */
+const completionChoice = (text: string, finishReason: FinishReason | null) => ({ text, index: 0, logprobs: null, finish_reason: finishReason });
+export const completionShape: ResponseShape = {
+  idPrefix: 'cmpl',
+  object: { whole: 'text_completion', chunk: 'text_completion' },
+  wholeChoice: completionChoice,
+  deltaChoice: completionChoice,
+  openingChoice: null,
+  promptTokenIdsIn: 'choice',
+};
+
+/** A fresh response id and creation time. */
+export function newResponseMeta(shape: ResponseShape, model: string): ResponseMeta {
+  return { id: `${shape.idPrefix}-${crypto.randomUUID().replaceAll('-', '')}`, created: Math.floor(Date.now() / 1000), model };
 }

@@ -4,6 +4,8 @@ import { argmax, isGreedy, roundRng, processLogits, sampleFrom, truncateToSparse
 import type { WireSampling } from '../../shared/protocol';
 import type { ProposeOptions, Proposer } from './types';
 
+export const DRAFT_MODEL = 'draft-model';
+
 /**
  * Drafts with a small causal LM. Greedy requests get deterministic proposals
  * (the draft's argmax; only ids cross the wire). Sampled requests draw from
@@ -13,11 +15,14 @@ import type { ProposeOptions, Proposer } from './types';
  *
  * The KV cache persists across rounds: after verification only the tokens the
  * draft has not seen (the target's correction or bonus, and whatever followed a
- * rejection) are run again. It may start from a prefix restored from the
+ * rejection) are run again, in one forward pass however many there are: when
+ * another proposer (a match, a prediction) drafted the rounds in between,
+ * the context has advanced by many tokens the draft never saw, and it
+ * catches up in one step. It may start from a prefix restored from the
  * prefix cache (functions/prefix-cache), and hands its KV back for storing.
  */
 export class DraftModelProposer implements Proposer {
-  readonly name = 'draft-model';
+  readonly name = DRAFT_MODEL;
   private cache: KvCache;
   /** The tokens the cache holds, position by position. */
   private cachedTokens: number[] = [];
@@ -59,6 +64,14 @@ export class DraftModelProposer implements Proposer {
     return draft;
   }
 
+  async syncKv(context: readonly number[]): Promise<void> {
+    this.rewindTo(context, context.length);
+    const pending = context.slice(this.cache.length);
+    if (pending.length === 0) return;
+    this.cache = (await this.lm.forward(pending, this.cache)).cache;
+    this.cachedTokens.push(...pending);
+  }
+
   private pick(logits: Float32Array, sampling: WireSampling, u: number): DraftToken {
     if (isGreedy(sampling)) return { token: argmax(logits) };
     const q = truncateToSparse(processLogits(logits, sampling), this.qEntries);
@@ -69,9 +82,9 @@ export class DraftModelProposer implements Proposer {
     return { token: q[token][0], q };
   }
 
-  /** Keep the cached prefix shared with `context`, but never all of it: the last context token must run to give logits. */
-  private rewindTo(context: readonly number[]) {
-    const limit = Math.min(this.cachedTokens.length, context.length - 1);
+  /** Keep the cached prefix shared with `context`, but (to propose) never all of it: the last context token must run to give logits. */
+  private rewindTo(context: readonly number[], keepAtMost = context.length - 1) {
+    const limit = Math.min(this.cachedTokens.length, keepAtMost);
     let shared = 0;
     while (shared < limit && this.cachedTokens[shared] === context[shared]) shared++;
     this.cache = truncateKvCache(this.cache, shared);

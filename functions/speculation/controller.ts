@@ -29,6 +29,12 @@ export interface RoundObservation {
   forwardMs: number;
   /** Positions the origin ran that were not drafts or the last correction (a prompt prefill): kept out of the forward-time line. */
   prefillTokens?: number;
+  /**
+   * false when a match or a prediction drafted the round (functions/proposers):
+   * its acceptance and its (zero) draft time say nothing about the draft
+   * model, so only the link and the forward-time line learn from it.
+   */
+  modelDraft?: boolean;
 }
 
 export interface ControllerOptions {
@@ -57,11 +63,13 @@ export class LinkEstimator {
   observations = 0;
 
   observeRound(round: RoundObservation, greedy: boolean) {
-    const counts = this.acceptance[greedy ? 'greedy' : 'sampled'];
-    counts.accepted = counts.accepted * DECAY + round.accepted;
-    // Token-level verification stops at the first rejection: one rejection per round that was cut short.
-    counts.rejected = counts.rejected * DECAY + (round.accepted < round.drafted ? 1 : 0);
-    if (round.drafted > 0) this.addDraftTime(round.draftMs / round.drafted);
+    if (round.modelDraft !== false) {
+      const counts = this.acceptance[greedy ? 'greedy' : 'sampled'];
+      counts.accepted = counts.accepted * DECAY + round.accepted;
+      // Token-level verification stops at the first rejection: one rejection per round that was cut short.
+      counts.rejected = counts.rejected * DECAY + (round.accepted < round.drafted ? 1 : 0);
+      if (round.drafted > 0) this.addDraftTime(round.draftMs / round.drafted);
+    }
     this.addLink(Math.max(0, round.verifyWallMs - round.forwardMs));
     // A few re-run positions are normal (a block-granular origin cache); a prompt prefill is not a decode step.
     if ((round.prefillTokens ?? 0) <= 32) this.addForward(round.drafted + 1, round.forwardMs);

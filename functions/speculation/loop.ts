@@ -3,6 +3,8 @@ import type { VerifyResponse, WireSampling } from '../../shared/protocol';
 import type { DraftToken } from '../../shared/sampling';
 import type { OriginClient } from '../upstream/client';
 import type { Proposer } from '../proposers';
+import { MATCH_DRAFT_FACTOR, MAX_VERIFY_DRAFT } from '../proposers/kinds';
+import { DRAFT_MODEL } from '../proposers/draft-model';
 import { DelayAdaptiveController, isolateLink, type LinkEstimator } from './controller';
 import type { SpeculationStats } from './stats';
 
@@ -31,6 +33,13 @@ export interface SpeculationPlan {
   depth: number;
   /** Early stop below this draft top probability (ProposeOptions.minConfidence); 0 = off. */
   minConfidence: number;
+  /**
+   * Lockstep and pipelined: the most tokens a draft that costs no model step
+   * (a match, a prediction) may grow to (ProposeOptions.maxMatchTokens), ≥
+   * draftLength, ≤ the verify protocol's 64. Absent = draftLength. Adaptive
+   * bounds every draft by the k it chose.
+   */
+  maxMatchDraft?: number;
 }
 
 /** Wall clock in ms. Local workerd runs it during computation; deployed Workers advance it only across I/O, so there draft time folds into the next verify call. */
@@ -59,6 +68,8 @@ interface Block {
   context: number;
   offset: number;
   draft: DraftToken[];
+  /** The proposer that drafted it (a hybrid's member): per-proposer stats and the hybrid's feedback. */
+  source: string;
   draftMs: number;
   sentAt: number;
   verdict: Promise<VerifyResponse>;
@@ -103,6 +114,11 @@ async function* speculate(
   let assumed: number[] = [];
   let inflight: Block[] = [];
   const depth = plan.mode === 'pipelined' ? Math.max(1, plan.depth) : 1;
+  // Match drafts start at MATCH_DRAFT_FACTOR·k, double while they are accepted in full, and fall back on a
+  // rejection (functions/proposers/kinds.ts): a right prediction soon drafts long, a wrong one costs short rounds.
+  const maxMatch = Math.max(plan.draftLength, Math.min(plan.maxMatchDraft ?? plan.draftLength, MAX_VERIFY_DRAFT));
+  const startMatch = Math.min(maxMatch, MATCH_DRAFT_FACTOR * plan.draftLength);
+  let matchBudget = startMatch;
   try {
     while (generated.length < input.maxTokens) {
       // Fill the pipeline.
@@ -122,14 +138,19 @@ async function* speculate(
           k = next.draftLength;
         }
         // A round emits up to k+1 tokens: leave room for the target's own one.
-        k = Math.max(0, Math.min(k, input.maxTokens - position - 1, input.maxPositions - contextLength - 1));
+        const room = Math.min(input.maxTokens - position - 1, input.maxPositions - contextLength - 1);
+        k = Math.max(0, Math.min(k, room));
+        // A match draft costs no model step, so it may be longer (adaptive: the k it chose).
+        const matchTokens = controller ? k : Math.max(k, Math.min(matchBudget, room));
         // A later block needs drafts of its own, or it would only repeat its predecessor's last position.
         if (inflight.length > 0 && k === 0) break;
         const context = [...input.prompt, ...generated, ...assumed];
         // The same per-round generator the origin verifies with (shared/sampling/README.md).
         const sampling = { ...input.sampling, offset: position };
         const draftStarted = now();
-        const draft = k > 0 ? await proposer.propose(context, k, sampling, { minConfidence: plan.minConfidence }) : [];
+        const draft = k > 0 ? await proposer.propose(context, k, sampling, { minConfidence: plan.minConfidence, maxMatchTokens: matchTokens }) : [];
+        if (draft.length > matchTokens) throw new Error(`proposer ${proposer.name} drafted ${draft.length} tokens, more than the ${matchTokens} allowed`);
+        const source = proposer.lastSource ?? proposer.name;
         const sentAt = now();
         signal?.throwIfAborted();
         const discard = new AbortController();
@@ -137,7 +158,7 @@ async function* speculate(
         const verdict = origin.verify({ context, draft, sampling, method: plan.method }, blockSignal);
         // A discarded block's answer is never awaited: keep its failure from surfacing as unhandled.
         verdict.catch(() => {});
-        inflight.push({ context: context.length, offset: position, draft, draftMs: sentAt - draftStarted, sentAt, verdict, discard });
+        inflight.push({ context: context.length, offset: position, draft, source, draftMs: sentAt - draftStarted, sentAt, verdict, discard });
         stats.draftMs += sentAt - draftStarted;
         stats.drafted += draft.length;
         assumed.push(...draft.map((d) => d.token));
@@ -153,6 +174,15 @@ async function* speculate(
       stats.accepted += verdict.accepted;
       stats.originIds.add(verdict.origin.id);
       stats.originForwardMs += verdict.origin.forward_ms;
+      const perProposer = (stats.proposers[block.source] ??= { rounds: 0, drafted: 0, accepted: 0 });
+      perProposer.rounds++;
+      perProposer.drafted += block.draft.length;
+      perProposer.accepted += verdict.accepted;
+      proposer.observe?.({ source: block.source, drafted: block.draft.length, accepted: verdict.accepted });
+      if (block.source !== DRAFT_MODEL && block.draft.length > 0) {
+        if (verdict.accepted < block.draft.length) matchBudget = startMatch;
+        else if (block.draft.length >= matchBudget) matchBudget = Math.min(maxMatch, 2 * matchBudget);
+      }
       const observation = {
         drafted: block.draft.length,
         accepted: verdict.accepted,
@@ -161,6 +191,8 @@ async function* speculate(
         forwardMs: verdict.origin.forward_ms,
         // The origin ran everything it did not hold: beyond the last context token, that is a prefill.
         prefillTokens: Math.max(0, block.context - verdict.origin.cached_tokens - 1),
+        // A match or prediction says nothing about the draft model's acceptance or speed.
+        modelDraft: block.source === DRAFT_MODEL,
       };
       if (controller) controller.observe(observation);
       // Lockstep rounds measure the same link: the isolate learns from them too (pipelined wall times overlap, so not those).

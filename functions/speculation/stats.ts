@@ -24,6 +24,19 @@ export interface SpeculationStats {
   /** Adaptive mode: tokens generated before the rest was handed to origin-only decoding, else null. */
   handoverAt: number | null;
   handoverReason: string | null;
+  /**
+   * Per proposer that drafted (a hybrid's members by name: draft-model,
+   * prompt-lookup, suffix, prediction): verify rounds whose verdict was used,
+   * the tokens it drafted in them, and how many of those the target accepted.
+   * Discarded pipelined blocks are in `discardedRounds` only.
+   */
+  proposers: Record<string, ProposerStats>;
+}
+
+export interface ProposerStats {
+  rounds: number;
+  drafted: number;
+  accepted: number;
 }
 
 export function newStats(strategy: SpeculationMode, draftLength: number, method: SpeculationStats['method']): SpeculationStats {
@@ -43,6 +56,7 @@ export function newStats(strategy: SpeculationMode, draftLength: number, method:
     originForwardMs: 0,
     handoverAt: null,
     handoverReason: null,
+    proposers: {},
   };
 }
 
@@ -73,5 +87,6 @@ export function statsToJson(stats: SpeculationStats, emittedTokens: number) {
     handover_at: stats.handoverAt,
     handover_reason: stats.handoverReason,
     origin: [...stats.originIds].join(',') || null,
+    proposers: Object.fromEntries(Object.entries(stats.proposers).map(([name, p]) => [name, { ...p }])),
   };
 }

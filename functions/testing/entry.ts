@@ -1,8 +1,10 @@
 import { createApp } from '../app';
+import { worker } from '../background/worker';
 import { apiKeyAuth } from '../middleware/api-key-auth';
 import { boundedBody } from '../middleware/body-limit';
 import { withDraftEngine } from '../middleware/draft-engine';
 import { benchRoutes } from './bench-routes';
+import { isolateRoutes } from './isolate-routes';
 import { prefixCacheRoutes } from './prefix-cache-routes';
 
 /**
@@ -12,11 +14,13 @@ import { prefixCacheRoutes } from './prefix-cache-routes';
  * They sit behind the same API-key auth as /v1/*: the prefix-cache hooks act
  * on the caller's own tenant.
  */
-export default createApp((app) => {
+export default worker(createApp((app) => {
+  app.route('/', isolateRoutes); // before the draft engine middleware: reading the isolate's state must not load the engine
   app.use('/internal/*', apiKeyAuth, boundedBody, withDraftEngine);
   app.route('/', prefixCacheRoutes);
   app.route('/', benchRoutes);
-});
+}));
 
+export { Sweeper } from '../background/sweeper';
 export { PrefixCache } from '../prefix-cache/durable-object';
 export { RateLimiter } from '../rate-limit/durable-object';

@@ -1,43 +1,21 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { DraftModelProposer } from '../../functions/proposers/draft-model';
-import type { OriginClient } from '../../functions/upstream/client';
 import { LinkEstimator, expectedTokensPerRound } from '../../functions/speculation/controller';
-import { decode, type GenerationInput, type SpeculationPlan } from '../../functions/speculation/loop';
-import { newStats } from '../../functions/speculation/stats';
-import { generateTokens } from '../../origin/generate';
-import { TargetModel } from '../../origin/target';
-import { verifyDraft } from '../../origin/verify';
-import type { LoadedModel } from '../../shared/model';
-import type { GenerateEvent } from '../../shared/protocol';
-import { processLogits } from '../../shared/sampling';
+import type { GenerationInput, SpeculationPlan } from '../../functions/speculation/loop';
 import { chiSquareTest } from '../stats';
-import { DRAFT_DIR, loadNodeModel, TARGET_DIR } from '../support/models';
+import { exactPairs as exactPairsFor, greedy, loadHarness, plan, run as runWith, type Harness } from './harness';
 
 /**
  * The speculation loop's modes, in process (real draft and target models, the
- * origin's own verify and generate code, no HTTP): pipelined and adaptive keep
+ * origin's own verify and generate code, no HTTP: ./harness.ts): pipelined and adaptive keep
  * greedy output identical to target-only decoding and the sampled distribution
  * equal to target-only sampling, including across an adaptive hand-over to
  * origin-only decoding in the middle of a generation. The same properties are
  * checked through the whole stack in test/edge.
  */
-let draft: LoadedModel;
-let target: LoadedModel;
-let origin: OriginClient;
+let h: Harness;
 
 beforeAll(async () => {
-  [draft, target] = await Promise.all([loadNodeModel(DRAFT_DIR, 'quantized'), loadNodeModel(TARGET_DIR)]);
-  const model = new TargetModel(target.lm);
-  origin = {
-    health: async () => ({ status: 'ok', id: 'in-process', model: 'target', vocab_size: target.config.vocabSize, max_positions: target.config.maxPositions }),
-    async verify(request) {
-      const result = await verifyDraft(model, request);
-      return { accepted: result.accepted, tokens: result.tokens, origin: { id: 'in-process', forward_ms: result.forwardMs, cached_tokens: result.cachedTokens } };
-    },
-    async *generate(request) {
-      for await (const event of generateTokens(model, request)) yield event as GenerateEvent;
-    },
-  };
+  h = await loadHarness();
 });
 
 /** A link whose estimates say "speculation loses" once `roundsBeforeHandover` verify rounds were observed. */
@@ -50,17 +28,7 @@ function handoverAfter(roundsBeforeHandover: number): LinkEstimator {
   return link;
 }
 
-async function run(prompt: number[], maxTokens: number, sampling: GenerationInput['sampling'], plan: SpeculationPlan, link = new LinkEstimator()) {
-  const input: GenerationInput = { prompt, maxTokens, sampling, stopTokenIds: new Set(), maxPositions: target.config.maxPositions };
-  const stats = newStats(plan.mode, plan.draftLength, plan.method);
-  const tokens: number[] = [];
-  const rounds = decode(input, plan, () => new DraftModelProposer(draft.lm, 32), origin, stats, undefined, link);
-  for await (const piece of rounds) tokens.push(...piece);
-  return { tokens, stats };
-}
-
-const plan = (mode: SpeculationPlan['mode'], extra: Partial<SpeculationPlan> = {}): SpeculationPlan => ({ mode, method: 'token', draftLength: 3, depth: 3, minConfidence: 0, ...extra });
-const greedy = { temperature: 0, top_p: 1, top_k: 0, seed: 0 };
+const run = (prompt: number[], maxTokens: number, sampling: GenerationInput['sampling'], p: SpeculationPlan, link = new LinkEstimator()) => runWith(h, prompt, maxTokens, sampling, p, { link });
 const prompts = [
   [11, 400, 93, 1200, 7, 88, 512],
   [300, 301, 302, 45, 46, 47, 48, 49],
@@ -100,20 +68,7 @@ describe('sampled output has the target-only distribution in every mode', () => 
   const prompt = [300, 301, 302, 45, 46, 47];
   const samples = Number(process.env.LOSSLESS_SAMPLES ?? 2000);
 
-  /** Exact target-only distribution of the first two tokens. */
-  async function exactPairs(): Promise<Map<string, number>> {
-    const vocab = target.config.vocabSize;
-    const expected = new Map<string, number>();
-    const r1 = await target.lm.forward(prompt, target.lm.emptyCache());
-    const p1 = processLogits(r1.logits.subarray((r1.rows - 1) * vocab), sampling);
-    for (let t1 = 0; t1 < vocab; t1++) {
-      if (p1[t1] === 0) continue;
-      const r2 = await target.lm.forward([t1], r1.cache);
-      const p2 = processLogits(r2.logits, sampling);
-      for (let t2 = 0; t2 < vocab; t2++) if (p2[t2] > 0) expected.set(`${t1},${t2}`, p1[t1] * p2[t2]);
-    }
-    return expected;
-  }
+  const exactPairs = () => exactPairsFor(h, prompt, sampling);
 
   // max_tokens 3 with k = 1 lets a pipelined successor decide token 2; the hand-over after one round
   // makes the origin's stream decide token 2 (offset 1) whenever round one emitted a single token.
