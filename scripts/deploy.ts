@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
-import { unstable_readConfig } from 'wrangler';
+import { readWranglerConfig } from './wrangler-config';
 import { edgeConfig, LOOPBACK_HOSTS } from '../functions/config';
 import type { Env } from '../functions/env';
 import { buildBundle, checkBundle, describeBundle } from './bundle-check';
@@ -62,7 +62,7 @@ export function checkDeployConfig(options: { config?: string; env?: string } = {
   const notes: string[] = [];
   let config: WranglerEnvConfig;
   try {
-    config = quietly(() => unstable_readConfig({ config: configPath, env })) as unknown as WranglerEnvConfig;
+    config = readWranglerConfig(configPath, env) as unknown as WranglerEnvConfig;
   } catch (err) {
     return { env, workerName: '', problems: [`${configPath}: ${(err as Error).message.trim()}`], notes, requiredSecrets: [], draftModel: null };
   }
@@ -231,17 +231,6 @@ async function main() {
   log(`deployed. First API key: EDGESPEC_URL=https://<the URL above> ADMIN_SECRET=<yours> npm run keys -- create --tenant <name>`);
 }
 
-/** Without wrangler's warnings about environments not inheriting vars: wrangler.toml means it. */
-function quietly<T>(read: () => T): T {
-  const level = process.env.WRANGLER_LOG;
-  process.env.WRANGLER_LOG = 'error';
-  try {
-    return read();
-  } finally {
-    if (level === undefined) delete process.env.WRANGLER_LOG;
-    else process.env.WRANGLER_LOG = level;
-  }
-}
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   main().catch((err: Error) => {

@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { basename, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { getPlatformProxy, unstable_readConfig } from 'wrangler';
+import { getPlatformProxy } from 'wrangler';
+import { readWranglerConfig } from './wrangler-config';
 
 /**
  * Model folders into the MODELS R2 bucket, one implementation for every path:
@@ -113,7 +114,7 @@ export interface ModelsBucket {
 export async function openModelsBucket(target: BucketTarget): Promise<ModelsBucket> {
   const env = target.env ?? (target.remote ? 'production' : '');
   const configFile = target.config ?? 'wrangler.toml';
-  const config = quietly(() => unstable_readConfig({ config: configFile, env: env || undefined }));
+  const config = readWranglerConfig(configFile, env || undefined);
   const binding = config.r2_buckets.find((b: { binding: string; bucket_name?: string }) => b.binding === 'MODELS');
   if (!binding?.bucket_name) throw new Error(`${configFile}${env ? ` [env.${env}]` : ''} has no R2 binding MODELS with a bucket_name`);
   // Only the R2 binding: the proxy runs no Worker, so the config's Durable Objects and queues would only print warnings.
@@ -263,17 +264,6 @@ export async function seedModels(options: { persistTo: string; modelDirs: string
   for (const r of results) log(r.uploaded ? `seeded ${r.uploaded} file(s), ${(r.bytes / 1e6).toFixed(1)} MB, of ${r.folder} into local R2` : `local R2 already holds ${r.folder}`);
 }
 
-/** Without wrangler's warnings about environments not inheriting vars: wrangler.toml means it. */
-function quietly<T>(read: () => T): T {
-  const level = process.env.WRANGLER_LOG;
-  process.env.WRANGLER_LOG = 'error';
-  try {
-    return read();
-  } finally {
-    if (level === undefined) delete process.env.WRANGLER_LOG;
-    else process.env.WRANGLER_LOG = level;
-  }
-}
 
 async function main() {
   const { values, positionals } = parseArgs({

@@ -10,7 +10,7 @@ import torch
 
 
 def setup_torch():
-    # Debian's torch defaults to 1 thread; OpenBLAS with 2 is ~6x faster here (DESIGN.md).
+    # Debian's torch defaults to 1 thread; OpenBLAS with 2 is ~6x faster here (ARCHITECTURE.md: Platform facts, "Training the model pair here").
     torch.set_num_threads(int(os.environ.get("EDGESPEC_THREADS", "2")))
     torch.manual_seed(0)
 

@@ -6,7 +6,7 @@
 Quantization is a graph rewrite with onnx.helper + numpy (no Python onnxruntime
 here): every MatMul with a constant weight becomes DynamicQuantizeLinear on the
 activation + MatMulInteger with int8 per-output-channel weights, the format
-that is fastest in onnxruntime-web's WASM backend (DESIGN.md: int8 ~2x fp32;
+that is fastest in onnxruntime-web's WASM backend (ARCHITECTURE.md: Platform facts: int8 ~2x fp32;
 DequantizeLinear weight-only and 4-bit are slower).
 """
 import argparse

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { unstable_readConfig } from 'wrangler';
+import { readWranglerConfig } from '../../scripts/wrangler-config';
 import { seedModels } from '../../scripts/seed-models';
 import { adminApi, applyMigrations, supervise } from '../../scripts/stack';
 
@@ -62,7 +62,7 @@ const wranglerEnv = { ...process.env, WRANGLER_SEND_METRICS: 'false', CLOUDFLARE
 
 /** wrangler.toml's test Worker, as wrangler reads it, as a JSON config of its own under `name`. */
 function testWorkerConfig(name: string, rateLimiterScript?: string): Record<string, unknown> {
-  const config = quietly(() => unstable_readConfig({ config: 'wrangler.toml', env: 'test' })) as unknown as {
+  const config = readWranglerConfig('wrangler.toml', 'test') as unknown as {
     main: string;
     compatibility_date: string;
     compatibility_flags: string[];
@@ -94,22 +94,6 @@ function testWorkerConfig(name: string, rateLimiterScript?: string): Record<stri
     durable_objects: { bindings },
     migrations,
   };
-}
-
-/**
- * Without wrangler's warning that env.test does not inherit the top-level
- * [vars]: wrangler.toml means it (the test Worker runs on functions/config.ts's
- * defaults plus --var), and `wrangler dev --env test` prints it anyway.
- */
-function quietly<T>(read: () => T): T {
-  const level = process.env.WRANGLER_LOG;
-  process.env.WRANGLER_LOG = 'error';
-  try {
-    return read();
-  } finally {
-    if (level === undefined) delete process.env.WRANGLER_LOG;
-    else process.env.WRANGLER_LOG = level;
-  }
 }
 
 export async function startIsolatePair(options: IsolatePairOptions): Promise<IsolatePair> {
