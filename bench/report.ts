@@ -3,7 +3,15 @@ import type { BenchRecord } from './records';
 /** The Markdown BENCHMARKS.md shows, from one run's records. Suites it does not know get a generic table. */
 export function renderMarkdown(run: { date: string; command: string; seconds: number; records: BenchRecord[] }): string {
   const lines = [`Run ${run.date} (${run.seconds} s): \`${run.command}\`. Plot: [bench/results/latest.svg](bench/results/latest.svg).`, ''];
-  const known = new Set(['draft-speed', 'speculation', 'block-verification']);
+  // Suites an --only run did not touch keep their earlier records (bench/run.ts), labelled with their run.
+  const carried = new Map<string, Set<string>>();
+  for (const r of run.records) {
+    if (typeof r.carried_from !== 'string') continue;
+    if (!carried.has(r.carried_from)) carried.set(r.carried_from, new Set());
+    carried.get(r.carried_from)!.add(r.suite);
+  }
+  for (const [from, suites] of carried) lines.push(`Suites ${[...suites].map((s) => `\`${s}\``).join(', ')}: carried over from ${from}.`, '');
+  const known = new Set(['draft-speed', 'speculation', 'block-verification', 'proposers']);
 
   const speed = run.records.filter((r) => r.suite === 'draft-speed');
   if (speed.length) {
@@ -32,6 +40,24 @@ export function renderMarkdown(run: { date: string; command: string; seconds: nu
     lines.push('| method | mean accepted/round | acceptance | tokens/s | target passes/token |', '|---|---:|---:|---:|---:|');
     for (const r of block) lines.push(`| ${r.mode} | ${r.mean_accepted} | ${r.acceptance_rate ?? ''} | ${r.tokens_per_s} | ${r.target_passes_per_token} |`);
     lines.push('');
+  }
+
+  const proposers = run.records.filter((r) => r.suite === 'proposers');
+  for (const workload of [...new Set(proposers.map((r) => String(r.workload)))]) {
+    for (const cost of [...new Set(proposers.map((r) => r.origin_cost))]) {
+      const rows = proposers.filter((r) => r.workload === workload && r.origin_cost === cost);
+      if (!rows.length) continue;
+      const measured = rows[0].prompts ?? '?';
+      lines.push(`**Proposers, ${workload}, origin cost: ${cost}** (greedy, lockstep k = 4, ${measured} measured prompts × ${rows[0].max_tokens ?? '?'} tokens per mode and RTT; c = draft ms per drafted token / origin-only target ms per token in the same cell):`, '');
+      lines.push('| RTT ms | mode | tokens/s | vs origin-only | vs draft-model | target passes/token | tokens/verify round | accepted drafts/round | accepted per round, by proposer (rounds) | c |', '|---:|---|---:|---:|---:|---:|---:|---:|---|---:|');
+      for (const r of rows) {
+        const by = Object.entries((r.proposers ?? {}) as Record<string, { rounds: number; accepted_per_round: number }>)
+          .map(([name, p]) => `${name} ${p.accepted_per_round} (${p.rounds})`)
+          .join(', ');
+        lines.push(`| ${r.rtt_ms} | ${r.mode} | ${r.tokens_per_s} | ${r.vs_origin_only ?? ''}x | ${r.vs_draft_model ?? ''}x | ${r.target_passes_per_token} | ${r.mean_accepted} | ${r.accepted_per_round ?? ''} | ${by} | ${r.draft_target_cost_ratio ?? ''} |`);
+      }
+      lines.push('');
+    }
   }
 
   for (const suite of [...new Set(run.records.map((r) => r.suite))].filter((s) => !known.has(s))) {

@@ -5,6 +5,7 @@ import { heldOutPrompts } from '../test/support/prompts';
 import { blockVerificationSuite } from './block-verification';
 import { draftSpeed } from './draft-speed';
 import { failoverSuite } from './failover';
+import { jobsSuite } from './jobs';
 import { prefixCacheSuite } from './prefix-cache';
 import { startLatencyProxy, type LatencyProxy } from './latency-proxy';
 import { renderSvg } from './plot';
@@ -20,6 +21,12 @@ import { speculationSuite } from './speculation';
  * the run, and the generated block of BENCHMARKS.md.
  *
  * Model folders: models/edgespec-{target,draft}, or EDGESPEC_TARGET_DIR / EDGESPEC_DRAFT_DIR.
+ * Ports: 28787 (edge), 28788 (measured origin), 21791 (proxy), 21792
+ * (GPU-cost-model origin), 21793-21795 (failover); BENCH_PORT_BASE = B puts
+ * them on B, B + 1, ..., B + 6 instead (and the edge's local state in
+ * .wrangler/bench-state-B), so two benchmark runs on one machine do not collide.
+ * With --only, the other suites' records of the previous
+ * bench/results/latest.json are kept (and labelled as such in the report).
  */
 const { values } = parseArgs({
   options: {
@@ -36,6 +43,12 @@ const targetDir = process.env.EDGESPEC_TARGET_DIR ?? 'models/edgespec-target';
 const draftDir = process.env.EDGESPEC_DRAFT_DIR ?? 'models/edgespec-draft';
 const GPU_COST_MODEL = 'h100-llama-3.1-8b';
 const RTTS = [0, 5, 20, 50, 100];
+const portBase = process.env.BENCH_PORT_BASE ? Number(process.env.BENCH_PORT_BASE) : null;
+if (portBase !== null && !(Number.isInteger(portBase) && portBase >= 1024 && portBase <= 65_528)) {
+  throw new Error(`BENCH_PORT_BASE must be an integer port in 1024-65528 (the benchmarks use it up to + 6), got "${process.env.BENCH_PORT_BASE}"`);
+}
+/** The port at `offset` from BENCH_PORT_BASE, else the historical default. */
+const port = (offset: number, fallback: number) => (portBase === null ? fallback : portBase + offset);
 
 export interface BenchContext {
   /** The edge (test Worker): `url` + `apiKey` of a no-limits tenant for requests, the admin API for more tenants. */
@@ -44,6 +57,10 @@ export interface BenchContext {
   proxy: LatencyProxy;
   origins: { measured: Service; gpuModel: Service };
   quick: boolean;
+  /** The RTT sweep of a full run, ms. */
+  rtts: number[];
+  /** The GPU-cost-model origin's model (origins.gpuModel runs with `--cost-model` this). */
+  gpuCostModel: string;
   log: (line: string) => void;
 }
 
@@ -91,23 +108,28 @@ const suites: Array<{ name: string; run: (ctx: BenchContext) => Promise<BenchRec
   {
     // Its own two origins and edge (bench/failover.ts): one origin is killed halfway.
     name: 'failover',
-    run: (ctx) => failoverSuite({ targetDir, draftDir, quick: ctx.quick, log: ctx.log }),
+    run: (ctx) => failoverSuite({ targetDir, draftDir, quick: ctx.quick, log: ctx.log, portBase: port(4, 21793) }),
+  },
+  {
+    // Background jobs with webhooks to a verifying receiver (bench/jobs.ts); small completions, so it takes minutes.
+    name: 'jobs',
+    run: (ctx) => jobsSuite(ctx, { jobs: quick ? 40 : 200, maxTokens: 32, timeoutMs: (quick ? 5 : 15) * 60_000 }),
   },
 ];
 
 log(`${quick ? 'quick' : 'full'} run; models ${targetDir} + ${draftDir}`);
-const measured = await startOrigin({ port: 28788, targetDir, id: 'origin-measured', log });
-const gpuModel = await startOrigin({ port: 21792, targetDir, id: 'origin-gpu-model', args: ['--cost-model', GPU_COST_MODEL], log }).catch(async (err) => {
+const measured = await startOrigin({ port: port(1, 28788), targetDir, id: 'origin-measured', log });
+const gpuModel = await startOrigin({ port: port(3, 21792), targetDir, id: 'origin-gpu-model', args: ['--cost-model', GPU_COST_MODEL], log }).catch(async (err) => {
   await measured.stop();
   throw err;
 });
-const proxy = await startLatencyProxy({ port: 21791, upstream: measured.url });
+const proxy = await startLatencyProxy({ port: port(2, 21791), upstream: measured.url });
 let edge: EdgeService | undefined;
 const records: BenchRecord[] = [];
 try {
   // The test Worker (startEdge's default) has /internal/bench/draft and /internal/prefix-cache.
-  edge = await startEdge({ port: 28787, originUrl: proxy.url, draftDir, persistTo: '.wrangler/bench-state', log });
-  const ctx: BenchContext = { edge, proxy, origins: { measured, gpuModel }, quick, log };
+  edge = await startEdge({ port: port(0, 28787), originUrl: proxy.url, draftDir, persistTo: portBase === null ? '.wrangler/bench-state' : `.wrangler/bench-state-${portBase}`, log });
+  const ctx: BenchContext = { edge, proxy, origins: { measured, gpuModel }, quick, rtts: RTTS, gpuCostModel: GPU_COST_MODEL, log };
   for (const suite of suites) {
     if (only && !only.has(suite.name)) continue;
     log(`suite ${suite.name}`);
@@ -123,11 +145,25 @@ try {
 const command = `npm run bench${quick || only ? ' --' : ''}${quick ? ' --quick' : ''}${only ? ` --only ${values.only}` : ''}`;
 const run = { date: new Date().toISOString(), quick, seconds: Math.round((Date.now() - started) / 1000), command, models: { target: targetDir, draft: draftDir }, records };
 await mkdir('bench/results/runs', { recursive: true });
-await writeFile('bench/results/latest.json', JSON.stringify(records, null, 2) + '\n');
 await writeFile(`bench/results/runs/${run.date.replaceAll(':', '-')}.json`, JSON.stringify(run, null, 2) + '\n');
-const markdown = renderMarkdown(run);
+// --only: latest.* keep the suites this run did not touch, from the previous latest (each record labelled with its run).
+const latest = [...(only ? await carriedOver(new Set(records.map((r) => r.suite))) : []), ...records];
+await writeFile('bench/results/latest.json', JSON.stringify(latest, null, 2) + '\n');
+const markdown = renderMarkdown({ ...run, records: latest });
 await writeFile('bench/results/latest.md', markdown);
-await writeFile('bench/results/latest.svg', renderSvg(records));
+await writeFile('bench/results/latest.svg', renderSvg(latest));
 const benchmarks = await readFile('BENCHMARKS.md', 'utf8').catch(() => '# Benchmarks\n');
 await writeFile('BENCHMARKS.md', spliceBenchmarks(benchmarks, markdown));
 log(`done in ${run.seconds} s: bench/results/latest.{json,md,svg}, BENCHMARKS.md`);
+
+/**
+ * The previous bench/results/latest.json's records of suites not in `ran`,
+ * each with `carried_from`: the run it was measured in (from the previous
+ * latest.md's first line, unless the record already says so).
+ */
+async function carriedOver(ran: Set<string>): Promise<BenchRecord[]> {
+  const previous = (JSON.parse(await readFile('bench/results/latest.json', 'utf8').catch(() => '[]')) as BenchRecord[]).filter((r) => !ran.has(r.suite));
+  const header = /^Run (\S+) \(\d+ s\): `([^`]+)`/.exec((await readFile('bench/results/latest.md', 'utf8').catch(() => '')).split('\n')[0]);
+  const from = header ? `run ${header[1]}, \`${header[2]}\`` : 'an earlier run';
+  return previous.map((r) => ({ ...r, carried_from: r.carried_from ?? from }));
+}

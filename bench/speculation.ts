@@ -1,5 +1,8 @@
+import { interleaved, streamOnce, summarise } from './measure';
 import type { BenchRecord } from './records';
-import { streamCompletion, type EdgeTarget } from './sse';
+import type { EdgeTarget } from './sse';
+
+export { median, round, streamOnce, summarise, type Run } from './measure';
 
 /**
  * End-to-end generation through the edge, every mode side by side: for each
@@ -32,31 +35,12 @@ export interface SpeculationOptions {
   log: (line: string) => void;
 }
 
-export interface Run {
-  tokens: number;
-  wallMs: number;
-  ttftMs: number;
-  rounds: number;
-  targetPasses: number;
-  originTokens: number;
-  drafted: number;
-  accepted: number;
-  draftMs: number;
-  handedOver: boolean;
-}
-
 export async function speculationSuite(options: SpeculationOptions): Promise<BenchRecord[]> {
   const modes = options.modes ?? MODES;
-  const runs = new Map<string, Run[]>(modes.map((m) => [m.mode, []]));
   const body = (prompt: string, i: number, m: ModeSpec) => ({ prompt, max_tokens: options.maxTokens, temperature: options.temperature, seed: i, speculation: m.speculation });
   // One unmeasured pass: warms caches and lets the adaptive controller see this link before it is judged.
   for (const m of modes) await streamOnce(options.edge, body(options.prompts[0], 0, m));
-  for (const [i, prompt] of options.prompts.entries()) {
-    for (let j = 0; j < modes.length; j++) {
-      const m = modes[(i + j) % modes.length];
-      runs.get(m.mode)!.push(await streamOnce(options.edge, body(prompt, i, m)));
-    }
-  }
+  const runs = await interleaved(modes, options.prompts.length, (m, i) => streamOnce(options.edge, body(options.prompts[i], i, m)));
   return modes.map(({ mode }) => {
     const record = summarise(runs.get(mode)!, { suite: options.suite, mode, rtt_ms: options.rttMs, origin_cost: options.originCost, temperature: options.temperature });
     options.log(
@@ -66,42 +50,3 @@ export async function speculationSuite(options: SpeculationOptions): Promise<Ben
     return record;
   });
 }
-
-export function summarise(r: Run[], fields: Pick<BenchRecord, 'suite' | 'mode' | 'rtt_ms' | 'origin_cost'> & Record<string, unknown>): BenchRecord {
-  const sum = (f: (x: Run) => number) => r.reduce((a, x) => a + f(x), 0);
-  const tokens = sum((x) => x.tokens);
-  const verifyRounds = sum((x) => x.rounds - x.originTokens);
-  return {
-    ...fields,
-    tokens_per_s: round((tokens / sum((x) => x.wallMs)) * 1000),
-    ttft_ms: round(median(r.map((x) => x.ttftMs))),
-    target_passes_per_token: round(sum((x) => x.targetPasses) / tokens),
-    // Tokens per verify round (the target's own token included); 1 for origin-only decoding.
-    mean_accepted: verifyRounds > 0 ? round((tokens - sum((x) => x.originTokens)) / verifyRounds) : 1,
-    draft_ms_per_token: sum((x) => x.drafted) ? round(sum((x) => x.draftMs) / sum((x) => x.drafted)) : 0,
-    acceptance_rate: sum((x) => x.drafted) ? round(sum((x) => x.accepted) / sum((x) => x.drafted)) : null,
-    handover_fraction: round(r.filter((x) => x.handedOver).length / r.length),
-    tokens,
-    prompts: r.length,
-  };
-}
-
-export async function streamOnce(edge: EdgeTarget, body: Record<string, unknown>): Promise<Run> {
-  const { ttftMs, wallMs, last } = await streamCompletion(edge, body);
-  const s = last.speculation;
-  return {
-    tokens: last.usage.completion_tokens,
-    wallMs,
-    ttftMs,
-    rounds: s.rounds,
-    targetPasses: s.target_passes ?? s.rounds,
-    originTokens: s.origin_tokens ?? 0,
-    drafted: s.drafted,
-    accepted: s.accepted,
-    draftMs: s.draft_ms,
-    handedOver: s.handover_at != null,
-  };
-}
-
-export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-export const round = (v: number) => Math.round(v * 100) / 100;

@@ -8,6 +8,7 @@ import { memoryAdmission } from './middleware/admission';
 import { boundedBody } from './middleware/body-limit';
 import { withConfig } from './middleware/config';
 import { withDraftEngine } from './middleware/draft-engine';
+import { metricsRoute, observeRequests } from './metrics';
 import { isCancellation, publicError } from './openai/public-error';
 import { admin } from './routes/admin';
 import { chatCompletions } from './routes/chat-completions';
@@ -37,6 +38,8 @@ export function createApp(extend?: (app: Hono<EdgeEnv>) => void): Hono<EdgeEnv> 
   app.notFound((c) => c.json(new ApiError(404, `No route for ${c.req.method} ${c.req.path}. Try POST /v1/completions.`).toBody(), 404));
 
   app.use('*', requestId());
+  // Every response is counted, whichever middleware answered it (functions/metrics).
+  app.use('*', observeRequests);
   app.use('*', withConfig);
   app.route('/', health);
 
@@ -59,6 +62,7 @@ export function createApp(extend?: (app: Hono<EdgeEnv>) => void): Hono<EdgeEnv> 
 
   app.use('/admin/*', adminAuth, boundedBody);
   app.route('/', admin);
+  app.route('/', metricsRoute); // GET /metrics, behind the same admin secret
 
   extend?.(app);
   return app;

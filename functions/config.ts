@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { DEFAULT_KEY_ID, KEY_ID_PATTERN } from '../shared/origin-auth';
 import type { Env } from './env';
+import { DEFAULT_PROPOSER, PROPOSER_KINDS, type ProposerKind } from './proposers/kinds';
 import { parseOrigins, type OriginSpec } from './upstream/config';
 
 /** The edge's configuration, parsed once from wrangler vars with a clear message on a bad value. */
@@ -12,6 +13,8 @@ export interface EdgeConfig {
   verifyMethod: 'token' | 'block';
   /** Default speculation mode (a request's `speculation.mode` overrides it). */
   speculationMode: 'origin' | 'lockstep' | 'pipelined' | 'adaptive';
+  /** Default proposer (SPECULATION_PROPOSER; a request's `speculation.proposer` overrides it). */
+  defaultProposer: ProposerKind;
   /** Verify requests in flight in pipelined mode. */
   pipelineDepth: number;
   /** Early stop below this draft top probability; applies to adaptive mode unless a request sets it. */
@@ -50,6 +53,7 @@ const configSchema = z.object({
   DRAFT_LENGTH: intVar(0, 16, 4),
   VERIFY_METHOD: z.enum(['token', 'block']).default('token'),
   SPECULATION_MODE: z.enum(['origin', 'lockstep', 'pipelined', 'adaptive']).default('lockstep'),
+  SPECULATION_PROPOSER: z.enum(PROPOSER_KINDS, { message: `SPECULATION_PROPOSER must be one of ${PROPOSER_KINDS.map((k) => `"${k}"`).join(', ')}` }).default(DEFAULT_PROPOSER),
   PIPELINE_DEPTH: intVar(1, 8, 2),
   DRAFT_MIN_CONFIDENCE: z.coerce.number().min(0).max(1).optional().transform((v) => v ?? 0.3),
   DRAFT_Q_ENTRIES: intVar(1, 256, 32),
@@ -105,6 +109,7 @@ export function edgeConfig(env: Env): EdgeConfig {
     draftLength: v.DRAFT_LENGTH,
     verifyMethod: v.VERIFY_METHOD,
     speculationMode: v.SPECULATION_MODE,
+    defaultProposer: v.SPECULATION_PROPOSER,
     pipelineDepth: v.PIPELINE_DEPTH,
     draftMinConfidence: v.DRAFT_MIN_CONFIDENCE,
     draftQEntries: v.DRAFT_Q_ENTRIES,

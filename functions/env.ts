@@ -1,7 +1,9 @@
 import type { BackgroundMessage } from './background/messages';
 import type { Sweeper } from './background/sweeper';
+import type { Metrics } from './metrics/durable-object';
 import type { PrefixCache } from './prefix-cache/durable-object';
 import type { RateLimiter } from './rate-limit/durable-object';
+import type { SuffixHistory } from './suffix-history/durable-object';
 
 /** Bindings and vars of the edge Worker, as declared in wrangler.toml. */
 export interface Env {
@@ -51,6 +53,8 @@ export interface Env {
   PREFIX_CACHE_MAX_MB?: string;
   /** Seconds an unused block lives. */
   PREFIX_CACHE_TTL_S?: string;
+  /** One object per tenant (named by its cache salt) holding its recent outputs for suffix drafts (functions/suffix-history); absent = each isolate's memory only. */
+  SUFFIX_HISTORY?: DurableObjectNamespace<SuffixHistory>;
   /** Tenants and hashed API keys (migrations/, functions/auth). */
   DB: D1Database;
   /** One object per tenant holding its rate-limit buckets and daily quota (functions/rate-limit). */
@@ -69,6 +73,10 @@ export interface Env {
   WEBHOOKS_QUEUE?: Queue<BackgroundMessage>;
   /** One object re-sending the messages of work a queue lost or a consumer dropped (functions/background/sweeper.ts). */
   SWEEPER?: DurableObjectNamespace<Sweeper>;
+  /** One object adding up every isolate's metrics for GET /metrics (functions/metrics); absent = each isolate reports its own. */
+  METRICS?: DurableObjectNamespace<Metrics>;
+  /** Workers Analytics Engine dataset (production): a data point per request and per generation (functions/metrics/analytics.ts). */
+  ANALYTICS?: AnalyticsEngineDataset;
   /** Seconds a job run's claim holds without renewal (renewed between rounds); a dead run's job is taken over after it. */
   JOB_LEASE_S?: string;
   /** First backoff of a transiently failed job run, seconds (doubling per queue retry). */

@@ -2,13 +2,17 @@ import { Hono, type Context } from 'hono';
 import { stream } from 'hono/streaming';
 import { ApiError, isApiError } from '../shared/errors';
 import type { KeyRing } from '../shared/origin-auth';
+import { PROMETHEUS_CONTENT_TYPE } from '../shared/metrics';
 import { generateRequestSchema, verifyRequestSchema, type OriginHealth, type VerifyResponse } from '../shared/protocol';
 import { parseRequest } from '../shared/validation';
 import { requireSignature } from './auth';
 import { limitBody, protocolBodyLimit } from './body-limit';
+import type { CausalLM } from '../shared/model';
 import { generateTokens } from './generate';
+import { measuredTarget, metricsAuth, observeOriginRequests, originMetrics, readQueue } from './metrics';
 import { ForwardQueue } from './queue';
 import { SeenSignatures } from './replay';
+import { speculateTokens } from './speculate';
 import type { TargetModel } from './target';
 import { verifyDraft, type ForwardTarget } from './verify';
 
@@ -28,9 +32,11 @@ export interface OriginOptions {
   device?: string;
   /** Name of the GPU cost model forward passes are held to, reported by /health (benchmarks only). */
   costModel?: string | null;
+  /** A draft model to speculate with next to the target (`--draft`): /v1/generate with `speculate` uses it; /health names it. */
+  draft?: { name: string; lm: CausalLM } | null;
 }
 
-/** The reference verifier: POST /v1/verify, POST /v1/generate (NDJSON stream), GET /health. */
+/** The reference verifier: POST /v1/verify, POST /v1/generate (NDJSON stream), GET /health, GET /metrics (origin/metrics.ts). */
 export function createOriginApp({
   id,
   modelName,
@@ -41,9 +47,13 @@ export function createOriginApp({
   queue = new ForwardQueue(),
   device = 'cpu',
   costModel = null,
+  draft = null,
 }: OriginOptions) {
   const app = new Hono();
   const signed = keys.size > 0;
+  const metrics = originMetrics();
+  const verifyTarget = measuredTarget(target, metrics, 'verify');
+  const generateTarget = measuredTarget(target, metrics, 'generate');
 
   app.onError((err, c) => {
     // The client left before its pass started (ForwardQueue dropped it): nobody reads this answer, nothing to log.
@@ -53,6 +63,7 @@ export function createOriginApp({
     return c.json(apiError.toBody(), apiError.status, apiError.headers);
   });
   app.notFound((c) => c.json(new ApiError(404, `no route ${c.req.method} ${c.req.path}`).toBody(), 404));
+  app.use('*', observeOriginRequests(metrics));
 
   app.get('/health', (c) => {
     const health: OriginHealth = {
@@ -65,8 +76,14 @@ export function createOriginApp({
       auth: signed ? 'hmac-sha256' : 'none',
       queue: queue.stats(),
       cost_model: costModel,
+      draft: draft?.name ?? null,
     };
     return c.json(health);
+  });
+
+  app.get('/metrics', metricsAuth(keys), (c) => {
+    readQueue(metrics, queue);
+    return c.body(metrics.registry.render(), 200, { 'content-type': PROMETHEUS_CONTENT_TYPE, 'cache-control': 'no-store' });
   });
 
   // Liveness (/health) stays open for load balancers; everything that runs the model is capped, then signed.
@@ -79,10 +96,13 @@ export function createOriginApp({
   app.post('/v1/verify', async (c) => {
     const request = parseRequest(verifyRequestSchema, await jsonBody(c));
     // A verify whose client left while it waited (a discarded pipelined block) is dropped before its pass.
-    const { value: result, queueMs } = await queue.run(() => verifyDraft(target, request), c.req.raw.signal);
+    const { value: result, queueMs } = await queue.run(() => verifyDraft(verifyTarget, request), c.req.raw.signal);
+    metrics.tokensVerified.inc({}, request.draft.length);
+    metrics.tokensGenerated.inc({ endpoint: 'verify' }, result.tokens.length);
     const body: VerifyResponse = {
       accepted: result.accepted,
       tokens: result.tokens,
+      ...(result.logprobs ? { logprobs: result.logprobs } : {}),
       origin: { id, forward_ms: round(result.forwardMs), cached_tokens: result.cachedTokens, queue_ms: round(queueMs) },
     };
     return c.json(body);
@@ -100,12 +120,13 @@ export function createOriginApp({
     const queued: ForwardTarget = {
       config: target.config,
       logitsFrom: async (tokens, firstRow, cacheSalt) => {
-        const pass = await queue.run(() => target.logitsFrom(tokens, firstRow, cacheSalt), signal);
+        const pass = await queue.run(() => generateTarget.logitsFrom(tokens, firstRow, cacheSalt), signal);
         queueMs += pass.queueMs;
         return pass.value;
       },
     };
-    const events = generateTokens(queued, request, signal);
+    // `speculate` without a draft here: decode alone, which gives the same tokens (the edge reads /health's `draft`).
+    const events = request.speculate && draft ? speculateTokens(queued, draft.lm, { ...request, speculate: request.speculate }, signal) : generateTokens(queued, request, signal);
     // Validate before the first byte so a bad request is a 4xx, not a broken stream.
     const first = await events.next();
     c.header('content-type', 'application/x-ndjson');
@@ -115,6 +136,7 @@ export function createOriginApp({
       try {
         for (let next = first; !next.done; next = await events.next()) {
           const event = next.value;
+          if (event.type === 'token') metrics.tokensGenerated.inc({ endpoint: 'generate' });
           await write(event.type === 'done' ? { ...event, origin: { ...event.origin, id, forward_ms: round(event.origin.forward_ms), queue_ms: round(queueMs) } } : event);
         }
       } catch (err) {

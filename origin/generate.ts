@@ -1,4 +1,4 @@
-import { argmax, counterRng, isGreedy, processLogits, sampleFrom } from '../shared/sampling';
+import { argmax, counterRng, isGreedy, processLogits, sampleFrom, tokenLogprob } from '../shared/sampling';
 import { logitsRow } from '../shared/model';
 import type { GenerateEvent, GenerateRequest } from '../shared/protocol';
 import { checkTokens, type ForwardTarget } from './verify';
@@ -36,7 +36,8 @@ export async function* generateTokens(target: ForwardTarget, request: GenerateRe
       ? argmax(logits)
       : sampleFrom(processLogits(logits, sampling), rng.uniform(sampling.offset + i, 'sample'));
     tokens.push(token);
-    yield { type: 'token', token, forward_ms: forwardMs };
+    const logprob = request.logprobs === undefined ? {} : { logprob: tokenLogprob(logits, token, request.logprobs) };
+    yield { type: 'token', token, forward_ms: forwardMs, ...logprob };
     if (stopIds.has(token)) {
       yield { type: 'done', finish_reason: 'stop', origin: { id: '', forward_ms: forwardTotal, cached_tokens: cachedTokens } };
       return;

@@ -29,6 +29,8 @@ const { values } = parseArgs({
     'max-body-mb': { type: 'string', default: process.env.ORIGIN_MAX_BODY_MB ?? '' },
     // Benchmarks: hold each forward pass to a modelled GPU duration (origin/cost-model.ts).
     'cost-model': { type: 'string', default: process.env.ORIGIN_COST_MODEL ?? '' },
+    // A draft model folder to speculate with next to the target (speculation.placement "origin"; README: Draft placement).
+    draft: { type: 'string', default: process.env.ORIGIN_DRAFT ?? '' },
   },
 });
 // Secrets come from the environment, never a flag: flags show up in `ps`. Errors name entries, never secrets.
@@ -88,8 +90,18 @@ if (values['cost-model']) {
   console.log(`[origin ${values.id}] forward passes held to the GPU cost model ${model.describe}`);
   process.on('exit', () => console.log(`[origin ${values.id}] cost model: ${held.overruns} of ${held.passes} passes ran longer on this CPU than modelled`));
 }
+// The draft runs quantized, as in the Worker: the same acceptance, and it never changes the output.
+const draft = values.draft
+  ? await loadModel(ort as unknown as OrtRuntime, folderFiles(resolve(values.draft)), 'quantized', { intraOpNumThreads: 1, interOpNumThreads: 1 })
+      .then(({ lm: draftLm, config: draftConfig }) => {
+        if (draftConfig.vocabSize !== config.vocabSize) fail(`--draft ${values.draft} has vocabulary ${draftConfig.vocabSize} but the target has ${config.vocabSize}: they must share a tokenizer`);
+        return { name: resolve(values.draft!).split(/[\\/]/).pop()!, lm: draftLm };
+      })
+      .catch((err: Error) => fail(`cannot load draft model from ${values.draft}: ${err.message}`))
+  : null;
 const maxBodyBytes = maxBodyMb !== null ? Math.floor(maxBodyMb * 2 ** 20) : protocolBodyLimit(config.maxPositions);
-const app = createOriginApp({ id: values.id!, modelName, target, keys, queue, device, costModel: costModelName, maxBodyBytes });
+const app = createOriginApp({ id: values.id!, modelName, target, keys, queue, device, costModel: costModelName, maxBodyBytes, draft });
+if (draft) console.log(`[origin ${values.id}] speculates next to the target with the draft ${draft.name} when asked (speculate on /v1/generate)`);
 if (keys.size === 0) console.warn(`[origin ${values.id}] no ORIGIN_SECRET: verify and generate accept unsigned requests (fine on loopback, never on a network)`);
 // Key ids are names, not secrets: logging them lets an operator confirm a rotation step.
 else console.log(`[origin ${values.id}] verify and generate require signatures by key id ${[...keys.keys()].join(', ')}`);

@@ -1,4 +1,4 @@
-import { argmax, isGreedy, roundRng, processLogits, verifyBlock, verifyGreedy, verifyTokenLevel } from '../shared/sampling';
+import { argmax, isGreedy, roundRng, processLogits, tokenLogprob, verifyBlock, verifyGreedy, verifyTokenLevel, type TokenLogprob } from '../shared/sampling';
 import { logitsRow } from '../shared/model';
 import type { VerifyRequest } from '../shared/protocol';
 import { ApiError } from '../shared/errors';
@@ -7,6 +7,8 @@ import type { TargetModel } from './target';
 export interface VerifyResult {
   accepted: number;
   tokens: number[];
+  /** With the request's `logprobs`: the raw log-probability of each of `tokens` and its alternatives. */
+  logprobs?: TokenLogprob[];
   forwardMs: number;
   cachedTokens: number;
 }
@@ -45,7 +47,9 @@ export async function verifyDraft(target: ForwardTarget, request: VerifyRequest)
     const verify = request.method === 'block' ? verifyBlock : verifyTokenLevel;
     outcome = verify(draft, p, rng, sampling.offset);
   }
-  return { accepted: outcome.acceptedCount, tokens: outcome.tokens, forwardMs, cachedTokens: result.cachedTokens };
+  // Row i is the distribution the i-th emitted token was decided from (an accepted draft, then the correction or bonus).
+  const logprobs = request.logprobs === undefined ? undefined : outcome.tokens.map((token, i) => tokenLogprob(row(i), token, request.logprobs!));
+  return { accepted: outcome.acceptedCount, tokens: outcome.tokens, ...(logprobs ? { logprobs } : {}), forwardMs, cachedTokens: result.cachedTokens };
 }
 
 export function checkTokens(tokens: readonly number[], vocab: number, maxPositions: number) {

@@ -51,7 +51,7 @@ interface WranglerEnvConfig {
 }
 
 const PLACEHOLDER_DATABASE_ID = /^0{8}-0{4}-0{4}-0{4}-0{12}$/;
-const SECRETS = ['ADMIN_SECRET', 'ORIGIN_SECRET', 'ORIGIN_API_KEY'] as const;
+const SECRETS = ['ADMIN_SECRET', 'ORIGIN_SECRET', 'ORIGIN_API_KEY', 'WEBHOOK_SECRETS_KEY'] as const;
 
 /** Everything about `env` in the wrangler configuration that can be checked without an account. */
 export function checkDeployConfig(options: { config?: string; env?: string } = {}): ConfigCheck {
@@ -103,7 +103,9 @@ export function checkDeployConfig(options: { config?: string; env?: string } = {
     if (!config.durable_objects.bindings.some((b) => b.name === name)) problems.push(`${section}: no [[env.${env}.durable_objects.bindings]] ${name}`);
   }
 
-  const requiredSecrets = ['ADMIN_SECRET'];
+  // WEBHOOK_SECRETS_KEY seals webhook and trigger signing secrets in D1 (functions/webhooks/secret-box.ts):
+  // without it they are sealed under the public development key.
+  const requiredSecrets = ['ADMIN_SECRET', 'WEBHOOK_SECRETS_KEY'];
   if (origins.some((o) => o.kind === 'reference')) requiredSecrets.push('ORIGIN_SECRET');
   if (origins.some((o) => o.kind !== 'reference')) requiredSecrets.push('ORIGIN_API_KEY');
 
@@ -198,7 +200,7 @@ async function main() {
       return;
     }
     const missing = missingSecrets(listed.slice(listed.indexOf('[')), check.requiredSecrets);
-    if (missing.length) fail(missing.map((name) => `secret ${name} is not set: \`npx wrangler secret put ${name} --env ${env}\`${name === 'ORIGIN_SECRET' ? ' (the same value your origins run with)' : name === 'ADMIN_SECRET' ? ' (a long random string; npm run keys uses it)' : ''}`));
+    if (missing.length) fail(missing.map((name) => `secret ${name} is not set: \`npx wrangler secret put ${name} --env ${env}\`${name === 'ORIGIN_SECRET' ? ' (the same value your origins run with)' : name === 'ADMIN_SECRET' ? ' (a long random string; npm run keys uses it)' : name === 'WEBHOOK_SECRETS_KEY' ? ' (at least 32 random characters; keep it: stored webhook secrets open only with it)' : ''}`));
     log(`  secrets set: ${secretsNeeded}`);
   }
 

@@ -35,6 +35,8 @@ export interface OriginOptions extends ProcessOptions {
   args?: string[];
   /** Shared secret (ORIGIN_SECRET): the origin then refuses unsigned verify/generate. Unset = unsigned. */
   secret?: string;
+  /** A draft model folder the origin speculates with next to the target (`--draft`; speculation.placement "origin"). */
+  originDraftDir?: string;
 }
 
 export interface EdgeOptions extends ProcessOptions {
@@ -80,6 +82,7 @@ export async function startOrigin(options: OriginOptions): Promise<Service> {
   options.log?.(`starting origin on ${url} (${targetDir})`);
   const args = ['--import', 'tsx', 'origin/main.ts', '--port', String(options.port), '--model', targetDir, '--threads', String(options.threads ?? 1)];
   if (options.id) args.push('--id', options.id);
+  if (options.originDraftDir) args.push('--draft', options.originDraftDir);
   if (options.args) args.push(...options.args);
   // The secret travels in the environment, never argv; an ORIGIN_SECRET of the parent is not inherited by accident.
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ORIGIN_SECRET: options.secret ?? '', ORIGIN_SECRETS: '' } });
@@ -180,7 +183,8 @@ export interface Stack {
 }
 
 export async function startStack(options: { originPort: number; edgePort: number } & Omit<OriginOptions, 'port'> & Omit<EdgeOptions, 'port' | 'originUrl'>): Promise<Stack> {
-  const origin = await startOrigin({ ...options, port: options.originPort });
+  // The local origin hosts the same draft as the edge, so every placement works out of the box.
+  const origin = await startOrigin({ originDraftDir: options.draftDir ?? 'models/edgespec-draft', ...options, port: options.originPort });
   const edge = await startEdge({ ...options, port: options.edgePort, originUrl: origin.url }).catch(async (err) => {
     await origin.stop();
     throw err;

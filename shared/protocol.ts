@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { MAX_TOP_LOGPROBS } from './sampling/logprobs';
 
 /**
  * The edge <-> origin wire protocol. Only token ids (and, for sampled drafts,
@@ -27,6 +28,13 @@ export const samplingSchema = z.object({
 export type WireSampling = z.infer<typeof samplingSchema>;
 
 const cacheSaltSchema = z.string().max(256).optional();
+
+/**
+ * Present: the reply carries, for every token it emits, the target's raw
+ * log-probability of it and this many most likely alternatives
+ * (shared/sampling/logprobs.ts). Absent: no log-probabilities are computed.
+ */
+const logprobsRequestSchema = z.number().int().min(0).max(MAX_TOP_LOGPROBS).optional();
 
 /** How far a sparse q's probabilities may sum from 1 (shared/sampling/distribution.ts, assertSparseDistribution). */
 const Q_SUM_TOLERANCE = 1e-6;
@@ -62,6 +70,7 @@ export const verifyRequestSchema = z.object({
   method: z.enum(['token', 'block']).default('token'),
   /** The tenant's prefix-cache salt: target KV is only reused within one salt (shared/prefix-cache). */
   cache_salt: cacheSaltSchema,
+  logprobs: logprobsRequestSchema,
 });
 export type VerifyRequest = z.infer<typeof verifyRequestSchema>;
 
@@ -86,14 +95,50 @@ export const originStatsSchema = z.object({
 });
 export type OriginStats = z.infer<typeof originStatsSchema>;
 
+/** One emitted token's log-probability and its alternatives ([token, logprob], most likely first), when the request asked. */
+export const tokenLogprobSchema = z.object({
+  logprob: z.number().max(0),
+  top: z.array(z.tuple([tokenId, z.number().max(0)])).max(MAX_TOP_LOGPROBS),
+});
+export type WireTokenLogprob = z.infer<typeof tokenLogprobSchema>;
+
 export const verifyResponseSchema = z.object({
   /** Drafted tokens accepted. */
   accepted: count.max(64),
   /** The accepted drafts followed by exactly one token from the target (correction or bonus). */
   tokens: z.array(tokenId).min(1).max(65),
+  /** With the request's `logprobs`: one entry per token of `tokens`. */
+  logprobs: z.array(tokenLogprobSchema).max(65).optional(),
   origin: originStatsSchema,
 });
 export type VerifyResponse = z.infer<typeof verifyResponseSchema>;
+
+/**
+ * What happened to an emitted token (the response's `speculation.record`): a
+ * draft the target accepted (named by who drafted it: the draft model,
+ * the request's prediction, prompt lookup as vLLM's "ngram", the suffix
+ * index), the target's own token after a rejection or after a fully
+ * accepted round, a token the origin decoded alone, or the draft model's
+ * alone when no origin could serve.
+ */
+export const TOKEN_SOURCES = ['draft-accepted', 'prediction', 'ngram', 'suffix', 'target-correction', 'bonus', 'origin', 'draft-only'] as const;
+export type TokenSource = (typeof TOKEN_SOURCES)[number];
+
+/**
+ * Speculation at the origin (`/v1/generate` with `speculate`): an origin that
+ * hosts a draft (the reference origin's `--draft`) runs the same loop and
+ * verification rules next to its target and streams the verified tokens, so
+ * the link carries one stream instead of a round trip per round. An origin
+ * without a draft (or an SGLang/vLLM engine) ignores it and decodes alone:
+ * the output is the same either way, only the speed differs.
+ */
+export const originSpeculationSchema = z.object({
+  draft_length: z.number().int().min(1).max(16),
+  method: z.enum(['token', 'block']).default('token'),
+  /** The caller's predicted output from the generation's start (OpenAI's Predicted Outputs), tried before the draft model. */
+  prediction: z.array(tokenId).max(4096).optional(),
+});
+export type OriginSpeculation = z.infer<typeof originSpeculationSchema>;
 
 export const generateRequestSchema = z.object({
   model: z.string().optional(),
@@ -104,13 +149,28 @@ export const generateRequestSchema = z.object({
   stop_token_ids: z.array(tokenId).default([]),
   /** The tenant's prefix-cache salt: target KV is only reused within one salt (shared/prefix-cache). */
   cache_salt: cacheSaltSchema,
+  logprobs: logprobsRequestSchema,
+  speculate: originSpeculationSchema.optional(),
 });
 export type GenerateRequest = z.infer<typeof generateRequestSchema>;
 
 /** One line of the origin's newline-delimited JSON stream for /v1/generate. */
 export const generateEventSchema = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('token'), token: tokenId, forward_ms: millis }),
-  z.object({ type: z.literal('done'), finish_reason: z.enum(['stop', 'length']), origin: originStatsSchema }),
+  z.object({
+    type: z.literal('token'),
+    token: tokenId,
+    forward_ms: millis,
+    logprob: tokenLogprobSchema.optional(),
+    /** Speculating at the origin: what happened to this token (absent: the origin decoded it alone). */
+    source: z.enum(TOKEN_SOURCES).optional(),
+  }),
+  z.object({
+    type: z.literal('done'),
+    finish_reason: z.enum(['stop', 'length']),
+    origin: originStatsSchema,
+    /** Speculating at the origin: its verify rounds (target passes), drafted and accepted tokens, and drafting time. */
+    speculation: z.object({ rounds: count, drafted: count, accepted: count, draft_ms: millis }).optional(),
+  }),
   /** The origin failed mid-stream; `message` is the origin's own text (logged by the edge, never shown to clients). */
   z.object({ type: z.literal('error'), message: z.string() }),
 ]);
@@ -130,6 +190,8 @@ export const originHealthSchema = z.object({
   queue: z.object({ concurrency: count, running: count, waiting: count, served: count, mean_queue_ms: millis }).optional(),
   /** Reference origin: the GPU cost model forward passes are held to (benchmarks), or null for measured timing. */
   cost_model: z.string().max(256).nullable().optional(),
+  /** Reference origin with `--draft`: the draft it speculates with (`speculate` on /v1/generate), else absent. */
+  draft: z.string().max(1024).nullable().optional(),
 });
 export type OriginHealth = z.infer<typeof originHealthSchema>;
 
@@ -140,7 +202,11 @@ export type OriginHealth = z.infer<typeof originHealthSchema>;
  * (checked when `vocabSize` is known). Pure; the edge treats any answer as a
  * malformed reply from that origin.
  */
-export function verifyReplyProblem(request: { draft: ReadonlyArray<{ token: number }> }, reply: Pick<VerifyResponse, 'accepted' | 'tokens'>, vocabSize?: number): string | null {
+export function verifyReplyProblem(
+  request: { draft: ReadonlyArray<{ token: number }>; logprobs?: number },
+  reply: Pick<VerifyResponse, 'accepted' | 'tokens' | 'logprobs'>,
+  vocabSize?: number,
+): string | null {
   const k = request.draft.length;
   const { accepted, tokens } = reply;
   if (!Number.isInteger(accepted) || accepted < 0 || accepted > k) return `accepted ${accepted} is not an integer in 0..${k} (the draft length)`;
@@ -148,12 +214,32 @@ export function verifyReplyProblem(request: { draft: ReadonlyArray<{ token: numb
   for (let i = 0; i < accepted; i++) {
     if (tokens[i] !== request.draft[i].token) return `token ${i} is not the accepted draft token`;
   }
+  if (request.logprobs !== undefined) {
+    if (reply.logprobs?.length !== tokens.length) return `${reply.logprobs?.length ?? 'no'} log-probability entries for ${tokens.length} tokens`;
+    for (const entry of reply.logprobs) {
+      const problem = logprobProblem(entry, request.logprobs, vocabSize);
+      if (problem) return problem;
+    }
+  }
   return tokensProblem(tokens, vocabSize);
 }
 
 /** What is wrong with a (schema-valid) generate event, or null: a token must be inside the vocabulary (when `vocabSize` is known). */
-export function generateEventProblem(event: GenerateEvent, vocabSize?: number): string | null {
-  return event.type === 'token' ? tokensProblem([event.token], vocabSize) : null;
+export function generateEventProblem(event: GenerateEvent, vocabSize?: number, logprobs?: number): string | null {
+  if (event.type !== 'token') return null;
+  if (logprobs !== undefined) {
+    if (!event.logprob) return 'a token event without the log-probability the request asked for';
+    const problem = logprobProblem(event.logprob, logprobs, vocabSize);
+    if (problem) return problem;
+  }
+  return tokensProblem([event.token], vocabSize);
+}
+
+/** Exactly the alternatives asked for (the vocabulary permitting), most likely first, inside the vocabulary. */
+function logprobProblem(entry: WireTokenLogprob, top: number, vocabSize: number | undefined): string | null {
+  if (entry.top.length !== Math.min(top, vocabSize ?? top)) return `${entry.top.length} alternatives where ${top} were asked for`;
+  for (let i = 1; i < entry.top.length; i++) if (entry.top[i][1] > entry.top[i - 1][1]) return 'alternatives are not sorted most likely first';
+  return tokensProblem(entry.top.map(([token]) => token), vocabSize);
 }
 
 function tokensProblem(tokens: readonly number[], vocabSize: number | undefined): string | null {

@@ -4,22 +4,26 @@ import type { EdgeConfig } from '../config';
 import type { EdgeContext } from '../context';
 import type { DraftEngine } from '../draft/engine';
 import type { Env } from '../env';
+import { recordGeneration } from '../metrics';
 import { usage, type Usage } from '../openai/response';
 import { draftPrefixCache, tenantOrigin } from '../prefix-cache';
 import {
   createProposer,
   DEFAULT_MAX_MATCH_DRAFT,
   DEFAULT_PROPOSER,
-  isolateSuffixIndexes,
   MATCH_DRAFT_FACTOR,
   predictionUsage,
   proposerFor,
+  recordTenantOutput,
+  tenantSuffixIndex,
+  usesTenantHistory,
   type Proposer,
   type ProposerRequest,
 } from '../proposers';
 import { PROMPT_LOOKUP_DEFAULTS } from '../proposers/prompt-lookup';
 import { reserveUsage } from '../rate-limit';
 import { decode, type FinishReason, type GenerationInput, type SpeculationPlan } from '../speculation/loop';
+import { GenerationRecord } from '../speculation/record';
 import { newStats, statsToJson } from '../speculation/stats';
 import { createOriginClient, type OriginClient } from '../upstream';
 import { DraftOnlyOrigin, isOriginsUnavailable, withDraftFallback, type FallbackState } from '../upstream/draft-only';
@@ -46,6 +50,8 @@ export interface GenerationRequest {
    * `accepted_prediction_tokens` / `rejected_prediction_tokens` count against.
    */
   prediction?: number[];
+  /** The target's log-probability of each emitted token and this many alternatives (`logprobs`), read from `Generation.record`. */
+  logprobs?: number;
 }
 
 /** What the pipeline needs from its caller; a route builds it from the Hono context (`generationDeps`). */
@@ -71,6 +77,8 @@ export interface Generation {
   /** The generation; its first round has already run (`first`), so failures before any output are clean errors. */
   rounds: AsyncGenerator<number[], FinishReason>;
   first: IteratorResult<number[], FinishReason>;
+  /** Every round and emitted token so far, with its source (and logprobs when asked): `speculation.record`, `logprobs`. */
+  record: GenerationRecord;
   summary(completionTokens: number): GenerationSummary;
   /** Response headers (rate limits, fallback), asked as late as possible. */
   headers(): Record<string, string>;
@@ -100,7 +108,7 @@ export async function startGeneration(deps: GenerationDeps, request: GenerationR
   const { env, config, caller, engine } = deps;
   const limits = caller.tenant.limits;
   checkMaxTokens(request.maxTokens, limits);
-  const plan = withMatchDraft(speculationPlan(request.speculation, config, limits), request.speculation, limits.maxDraftLength);
+  const planned = withMatchDraft(speculationPlan(request.speculation, config, limits), request.speculation, limits.maxDraftLength);
   const prompt = request.prompt;
 
   // Origin pool session with affinity to the prompt's first block.
@@ -113,9 +121,10 @@ export async function startGeneration(deps: GenerationDeps, request: GenerationR
   const targetLimits = await originLimits(pool, engine).catch((err: unknown) => {
     if (request.fallback !== 'draft' || !isOriginsUnavailable(err)) throw err;
     fallback.reason = 'no origin could serve';
-    return { maxPositions: engine.config.maxPositions };
+    return { maxPositions: engine.config.maxPositions, drafts: false };
   });
   const maxPositions = Math.min(engine.config.maxPositions, targetLimits.maxPositions);
+  const plan: SpeculationPlan = { ...planned, originDrafts: targetLimits.drafts ?? false };
   if (prompt.length >= maxPositions) {
     throw new ApiError(413, `This model's maximum context length is ${maxPositions} tokens; the prompt has ${prompt.length} and leaves no room to generate.`, 'prompt', 'context_length_exceeded');
   }
@@ -140,17 +149,22 @@ export async function startGeneration(deps: GenerationDeps, request: GenerationR
       },
       stopTokenIds: new Set(engine.config.eosTokenIds),
       maxPositions,
+      logprobs: request.logprobs,
+      prediction: request.prediction,
+      record: new GenerationRecord(request.logprobs !== undefined, () => fallback.reason !== null),
     };
-    const stats = newStats(plan.mode, plan.draftLength, plan.method);
+    const stats = newStats(plan.mode, plan.draftLength, plan.method, plan.placement);
 
     // Prefix cache (functions/prefix-cache): the draft starts from the longest cached prefix of the
     // prompt and runs only over the rest; the origin reuses target KV under the same tenant salt.
-    const prefixCache = plan.mode !== 'origin' ? draftPrefixCache(env, config, engine, caller.cacheSalt) : null;
+    const prefixCache = plan.mode !== 'origin' && plan.placement !== 'origin' ? draftPrefixCache(env, config, engine, caller.cacheSalt) : null;
     const restored = prefixCache ? await prefixCache.restore(prompt) : null;
     const originCachedTokens: number[] = [];
     const tenantUpstream = tenantOrigin(upstream, caller.cacheSalt, (tokens) => originCachedTokens.push(tokens));
     let proposer: Proposer | null = null;
     const spec = request.speculation ?? {};
+    // The tenant's recent outputs (functions/suffix-history): this isolate's index, filled from the tenant's SuffixHistory object first if it never was.
+    const history = usesTenantHistory(spec.proposer ?? DEFAULT_PROPOSER) ? await tenantSuffixIndex(env, caller.cacheSalt, deps.waitUntil) : null;
     const newProposer = () =>
       (proposer = proposerFor(spec.proposer ?? DEFAULT_PROPOSER, engine, {
         qEntries: config.draftQEntries,
@@ -158,7 +172,7 @@ export async function startGeneration(deps: GenerationDeps, request: GenerationR
         promptLength: prompt.length,
         prediction: request.prediction,
         // Only ever the caller's own tenant's outputs (keyed by its cache salt).
-        history: isolateSuffixIndexes.get(caller.cacheSalt),
+        history,
         promptLookup: { min: spec.prompt_lookup_min ?? PROMPT_LOOKUP_DEFAULTS.min, max: spec.prompt_lookup_max ?? Math.max(PROMPT_LOOKUP_DEFAULTS.max, spec.prompt_lookup_min ?? 0) },
       }));
     const output: number[] = [];
@@ -171,6 +185,7 @@ export async function startGeneration(deps: GenerationDeps, request: GenerationR
       prompt,
       rounds,
       first,
+      record: input.record!,
       signal,
       cancel: (reason = 'cancelled') => cancelled.abort(new DOMException(reason, 'AbortError')),
       summary: (completionTokens) => ({
@@ -187,8 +202,9 @@ export async function startGeneration(deps: GenerationDeps, request: GenerationR
         cancelled.abort(new DOMException('generation finished', 'AbortError'));
         void rounds.return('stop').catch(() => {});
         settle(prompt.length + completionTokens);
+        recordGeneration({ promptTokens: prompt.length, completionTokens, speculation: statsToJson(stats, completionTokens), draftOnly: fallback.reason !== null }, completed, deps);
         // The tenant's recent outputs feed its suffix drafts (functions/proposers/suffix.ts); a draft-only answer is not the target's.
-        if (completed && fallback.reason === null) isolateSuffixIndexes.record(caller.cacheSalt, output.slice(0, completionTokens));
+        if (completed && fallback.reason === null) recordTenantOutput(env, caller.cacheSalt, output.slice(0, completionTokens), deps.waitUntil);
         const drafter = proposer as Proposer | null;
         if (completed && prefixCache && restored && drafter?.draftKv) {
           // Rounds a match or a prediction drafted left the draft model behind: it catches up on the whole
@@ -248,15 +264,18 @@ async function* recorded(rounds: AsyncGenerator<number[], FinishReason>, output:
   }
 }
 
-/** Target limits from the origin's /health, checked once per isolate against the draft: they must share a vocabulary. */
-let limits: Promise<{ maxPositions: number }> | null = null;
-function originLimits(origin: OriginClient, engine: DraftEngine): Promise<{ maxPositions: number }> {
+/**
+ * Target limits from the origin's /health, checked once per isolate against the draft: they must share a
+ * vocabulary. `drafts`: it hosts a draft, so it can speculate next to the target (an adaptive hand-over goes there).
+ */
+let limits: Promise<{ maxPositions: number; drafts: boolean }> | null = null;
+function originLimits(origin: OriginClient, engine: DraftEngine): Promise<{ maxPositions: number; drafts: boolean }> {
   limits ??= origin.health().then((health) => {
     if (health.vocab_size !== engine.config.vocabSize) {
       console.error(`[edge] origin model "${health.model}" has vocabulary ${health.vocab_size} but the draft has ${engine.config.vocabSize}: they must share a tokenizer`);
       throw new ApiError(502, 'The verifier and the draft model do not match (operator: see the edge log).', null, 'model_mismatch');
     }
-    return { maxPositions: health.max_positions };
+    return { maxPositions: health.max_positions, drafts: Boolean(health.draft) };
   });
   limits.catch(() => (limits = null));
   return limits;

@@ -10,6 +10,7 @@ export interface SpeculationRequest {
   mode?: SpeculationPlan['mode'];
   depth?: number;
   min_confidence?: number;
+  placement?: 'edge' | 'origin';
 }
 
 /**
@@ -35,6 +36,7 @@ export function speculationPlan(spec: SpeculationRequest = {}, config: EdgeConfi
     depth,
     // Early stop is part of adaptive drafting; lockstep and pipelined draft k tokens unless asked.
     minConfidence: spec.min_confidence ?? (mode === 'adaptive' ? config.draftMinConfidence : 0),
+    placement: spec.placement ?? 'edge',
   };
 }
 

@@ -7,8 +7,9 @@ import { draftEngine } from '../draft/engine';
 import type { Env } from '../env';
 import { startGeneration, type GenerationDeps } from '../generation';
 import { textRounds } from '../generation/text';
+import { admitRequest, busyRetryAfterMs, isIsolateBusy, type AdmissionTicket } from '../middleware/admission';
 import { promptTokens } from '../openai/prompt';
-import { completionRequestSchema } from '../openai/request';
+import { completionRequestSchema, predictionTokens } from '../openai/request';
 import { utcDay } from '../rate-limit/buckets';
 import { dispatchEvent, redispatchJobDeliveries } from '../webhooks/events';
 import { classifyJobError, decideJobMessage, transientDelayMs } from './state';
@@ -25,9 +26,12 @@ import { JobStore, type JobCharge, type JobRow } from './store';
  * UPDATE holds only for its own attempt, and the terminal event is UNIQUE.
  * A run that dies leaves its lease to expire; the retried message (or the
  * sweeper) claims the job again, refunds the dead run's reservation, and
- * starts over.
+ * starts over. Before any of that, the job is admitted to the isolate's
+ * memory budget like an HTTP generation (functions/middleware/admission.ts).
  */
 const SETTLE_WAIT_MS = 10_000;
+/** A job is a completion: its request is admitted as a POST to this route would be. */
+const JOB_GENERATION_PATH = '/v1/completions';
 
 export interface QueueControl {
   ack(): void;
@@ -59,7 +63,30 @@ export async function handleJobMessage(env: Env, ctx: ExecutionContext, jobId: s
     case 'claim':
       break;
   }
-  const claimed = await store.claim(job!, now, config.jobs.leaseMs);
+  // Memory first, with the check the HTTP path makes (functions/middleware/admission.ts). A job this isolate
+  // cannot hold now is not claimed: it uses no attempt, reserves no tokens and sends no job.started. A fresh
+  // message brings it back after the Retry-After, mostly to another isolate; message.retry would count against
+  // the queue's max_retries and dead-letter (fail) a job that was only waiting.
+  let ticket: AdmissionTicket | null;
+  try {
+    ticket = await admitRequest(env, config, JOB_GENERATION_PATH, job!.request);
+  } catch (err) {
+    if (!isIsolateBusy(err)) throw err;
+    console.warn(`[jobs] ${jobId} waits: this isolate is at its memory budget`);
+    await enqueueJob(env, jobId, busyRetryAfterMs(err));
+    return message.ack();
+  }
+  try {
+    // Now, not `now`: loading the draft engine for the admission may have taken a while (a cold isolate).
+    await claimAndRun(env, ctx, store, job!, message, Date.now());
+  } finally {
+    ticket?.release();
+  }
+}
+
+async function claimAndRun(env: Env, ctx: ExecutionContext, store: JobStore, job: JobRow, message: QueueControl, now: number): Promise<void> {
+  const config = edgeConfig(env);
+  const claimed = await store.claim(job, now, config.jobs.leaseMs);
   if (!claimed) return message.ack(); // someone else claimed it first (or it was cancelled just now)
   if (claimed.event) await dispatchEvent(env, claimed.event);
   const run = claimed.job;
@@ -74,7 +101,7 @@ export async function handleJobMessage(env: Env, ctx: ExecutionContext, jobId: s
 
   const tenant = await new TenantStore(env.DB).tenant(run.tenant_id);
   // A run that died never settled its reservation: give it back before this run reserves again (never charged twice).
-  if (tenant) await refundDeadRun(env, tenant, job!).catch((err) => console.error(`[jobs] refunding the dead run of ${run.id} failed`, err));
+  if (tenant) await refundDeadRun(env, tenant, job).catch((err) => console.error(`[jobs] refunding the dead run of ${run.id} failed`, err));
 
   const pending: Promise<unknown>[] = [];
   const progress: RunProgress = { charged: null };
@@ -156,6 +183,7 @@ async function runGeneration(env: Env, ctx: ExecutionContext, store: JobStore, r
     sampling: { temperature: request.temperature, top_p: request.top_p, top_k: request.top_k, seed: request.seed },
     speculation: request.speculation,
     fallback: request.fallback,
+    prediction: predictionTokens(request.prediction, engine),
   });
   progress.charged = { tokens: prompt.length, day: charge.day };
   const generatedIds: number[] = [];

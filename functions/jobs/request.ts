@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { ApiError } from '../../shared/errors';
 import { parseRequest } from '../../shared/validation';
 import { completionRequestSchema, type CompletionRequest } from '../openai/request';
-import { EVENT_TYPES } from '../webhooks/endpoints';
+import { EVENT_TYPES } from '../webhooks/event-types';
 import { isWebhookSecret } from '../webhooks/signing';
 
 /**
@@ -45,6 +45,9 @@ export function parseJobRequest(body: unknown): JobRequest {
   const completion = parseRequest(completionRequestSchema, completionBody);
   if (completion.stream) throw new ApiError(400, "Invalid value for 'stream': a job is not streamed; its result is in GET /v1/jobs/{id} and its webhook.", 'stream', 'invalid_value');
   if (completion.stream_options) throw new ApiError(400, "Invalid value for 'stream_options': a job is not streamed.", 'stream_options', 'invalid_value');
+  // A job's result keeps the text, usage and speculation stats; per-token details are not stored, so they are refused, not dropped.
+  if (completion.logprobs != null) throw new ApiError(400, "Invalid value for 'logprobs': a job's result does not keep per-token log-probabilities; use /v1/completions.", 'logprobs', 'invalid_value');
+  if (completion.speculation?.record) throw new ApiError(400, "Invalid value for 'speculation.record': a job's result does not keep the per-token record; use /v1/completions.", 'speculation.record', 'invalid_value');
   const parsedWebhook = webhook === undefined || webhook === null ? null : parseField('webhook', webhookSchema, webhook);
   const parsedMetadata = metadata === undefined || metadata === null ? null : parseField('metadata', metadataSchema, metadata);
   return { completion, completionBody, webhook: parsedWebhook, metadata: parsedMetadata };

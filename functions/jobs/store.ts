@@ -38,6 +38,9 @@ export interface JobRow {
   updated_at: number;
 }
 
+/** The columns of a job's endpoint that its JSON and events use. */
+export type JobEndpoint = Pick<EndpointRow, 'id' | 'url' | 'inline' | 'event_types'>;
+
 /** The open rate-limit reservation of a run, so a run that died is refunded when its job is taken over. */
 export interface JobCharge {
   attempt: number;
@@ -135,12 +138,12 @@ export class JobStore {
 
     let endpoint: EndpointRow | null = null;
     if (spec.endpoint && 'inline' in spec.endpoint) {
-      const inserted = new EndpointStore(db).insert(tenantId, { ...spec.endpoint.inline, inline: true }, now);
+      const inserted = await new EndpointStore(db).insert(tenantId, { ...spec.endpoint.inline, inline: true }, now);
       endpoint = inserted.row;
       statements.push(
         db
           .prepare(`INSERT INTO webhook_endpoints (id, tenant_id, url, description, event_types, inline, enabled, secret, created_at, updated_at) SELECT ?, ?, ?, ?, ?, 1, 1, ?, ?, ? ${guard}`)
-          .bind(endpoint.id, tenantId, endpoint.url, endpoint.description, endpoint.event_types, endpoint.secret, now, now, ...guardArgs),
+          .bind(endpoint.id, tenantId, endpoint.url, endpoint.description, endpoint.event_types, inserted.sealedSecret, now, now, ...guardArgs),
       );
     } else if (spec.endpoint) endpoint = spec.endpoint.existing;
 
@@ -216,9 +219,10 @@ export class JobStore {
     return { rows: results.slice(0, limit), hasMore: results.length > limit };
   }
 
-  endpointOf(job: Pick<JobRow, 'webhook_endpoint_id'>): Promise<EndpointRow | null> {
+  /** What a job's JSON and its events need of its endpoint: never its secrets, so running a job never opens them. */
+  endpointOf(job: Pick<JobRow, 'webhook_endpoint_id'>): Promise<JobEndpoint | null> {
     if (!job.webhook_endpoint_id) return Promise.resolve(null);
-    return this.db.prepare('SELECT * FROM webhook_endpoints WHERE id = ?').bind(job.webhook_endpoint_id).first<EndpointRow>();
+    return this.db.prepare('SELECT id, url, inline, event_types FROM webhook_endpoints WHERE id = ?').bind(job.webhook_endpoint_id).first<JobEndpoint>();
   }
 
   /**

@@ -1,6 +1,7 @@
 import type { MiddlewareHandler } from 'hono';
 import { ApiError } from '../../shared/errors';
 import type { DecoderConfig } from '../../shared/model';
+import type { EdgeConfig } from '../config';
 import type { EdgeEnv } from '../context';
 
 /**
@@ -58,7 +59,7 @@ import type { EdgeEnv } from '../context';
 /** What the estimate counts for the JS side of an isolate: bundle code, Hono, zod schemas, tokenizer, caches. */
 export const JS_BASE_BYTES = 16 * 2 ** 20;
 
-/** The routes that start a generation in this isolate (POST). Jobs run theirs in the queue consumer: `admitGeneration`. */
+/** The routes that start a generation in this isolate (POST). Jobs run theirs in the queue consumer, through the same `admitRequest`. */
 const GENERATION_PATHS = new Set(['/v1/completions', '/v1/chat/completions']);
 
 /** Completions' default max_tokens (functions/openai/request.ts); other routes default to the rest of the context. */
@@ -162,9 +163,8 @@ export interface AdmissionTicket {
 
 /**
  * Admit a generation of `size` into this isolate, or throw 503 isolate_busy
- * (with Retry-After). For entry points that run generations outside the HTTP
- * middleware (the job consumer): call it before `startGeneration`, release when
- * the generation has finished.
+ * (with Retry-After); release the ticket when the generation has finished.
+ * Entry points call it through `admitRequest`, which sizes a request body.
  */
 export function admitGeneration(shape: DraftShape, size: GenerationSize, budgetBytes: number, heapBytes: number | null): AdmissionTicket {
   const estimate = estimateGeneration(shape, size);
@@ -228,6 +228,38 @@ export function generationSize(path: string, bodyText: string, maxPositions: num
   return { promptTokens: Math.min(promptTokens, maxPositions), maxTokens: Math.min(asked ?? fallback, maxPositions), bodyBytes };
 }
 
+/** A refusal of `admitRequest` / `admitGeneration`: 503 isolate_busy, with its Retry-After. */
+export function isIsolateBusy(err: unknown): err is ApiError {
+  return err instanceof ApiError && err.code === 'isolate_busy';
+}
+
+/** The Retry-After of an isolate_busy refusal, in ms. */
+export const busyRetryAfterMs = (err: ApiError) => 1000 * (Number(err.headers?.['retry-after']) || RETRY_AFTER_S);
+
+/**
+ * The admission check of one generation request, for every entry point that
+ * starts generations in this isolate: the HTTP middleware below (the body of
+ * a POST to a generation route) and the job consumer (a job's stored request
+ * body, as `/v1/completions`), so a queue batch cannot run past the budget the
+ * HTTP path keeps. Loads the draft engine (one per isolate: it gives the
+ * draft's shape and puts its heap in place; loading it is the first
+ * generation's job anyway) and admits the request's size, or throws 503
+ * isolate_busy. Null when the engine does not load: the caller's own path
+ * reports that (503 draft_unavailable).
+ */
+export async function admitRequest(env: { MODELS: R2Bucket }, config: Pick<EdgeConfig, 'draftModel' | 'isolateMemoryBudgetBytes'>, path: string, bodyText: string): Promise<AdmissionTicket | null> {
+  // Imported here, not at the top: the estimate above is plain arithmetic that Node tests import without ORT's WASM.
+  const [{ draftEngine }, { wasmHeapBytes }] = await Promise.all([import('../draft/engine'), import('../draft/ort-workerd')]);
+  const engine = await draftEngine(env.MODELS, config.draftModel).catch(() => null);
+  if (!engine) return null;
+  const { maxPositions } = engine.config;
+  const size = generationSize(path, bodyText, maxPositions, {
+    maxBytes: maxPositions * engine.tokenizer.maxBytesPerToken,
+    count: (text) => engine.tokenizer.encode(text).length,
+  });
+  return admitGeneration(engine.config, size, config.isolateMemoryBudgetBytes, wasmHeapBytes());
+}
+
 /**
  * The middleware (functions/app.ts, after auth and the body limit): admits a
  * POST to a generation route or answers 503 isolate_busy in OpenAI's shape,
@@ -237,27 +269,16 @@ export function generationSize(path: string, bodyText: string, maxPositions: num
  */
 export const memoryAdmission: MiddlewareHandler<EdgeEnv> = async (c, next) => {
   if (c.req.method !== 'POST' || !GENERATION_PATHS.has(c.req.path)) return next();
-  const { config } = c.var;
-  // Imported here, not at the top: the estimate above is plain arithmetic that Node tests import without ORT's WASM.
-  const [{ draftEngine }, { wasmHeapBytes }] = await Promise.all([import('../draft/engine'), import('../draft/ort-workerd')]);
-  // The engine (one per isolate) gives the draft's shape and puts its heap in place; loading it is the
-  // first generation's job anyway. A failed load is withDraftEngine's to report (503 draft_unavailable).
-  const engine = await draftEngine(c.env.MODELS, config.draftModel).catch(() => null);
-  if (!engine) return next();
-  // A copy of the body (already bounded by MAX_BODY_KB): the route reads the request itself.
-  const { maxPositions } = engine.config;
-  const size = generationSize(c.req.path, await c.req.raw.clone().text(), maxPositions, {
-    maxBytes: maxPositions * engine.tokenizer.maxBytesPerToken,
-    count: (text) => engine.tokenizer.encode(text).length,
-  });
-  let ticket: AdmissionTicket;
+  let ticket: AdmissionTicket | null;
   try {
-    ticket = admitGeneration(engine.config, size, config.isolateMemoryBudgetBytes, wasmHeapBytes());
+    // A copy of the body (already bounded by MAX_BODY_KB): the route reads the request itself.
+    ticket = await admitRequest(c.env, c.var.config, c.req.path, await c.req.raw.clone().text());
   } catch (err) {
-    const error = err as ApiError;
-    if (error.code !== 'isolate_busy') throw err;
-    return c.json(error.toBody(), 503, error.headers);
+    if (!isIsolateBusy(err)) throw err;
+    return c.json(err.toBody(), 503, err.headers);
   }
+  // No engine: withDraftEngine answers for it.
+  if (!ticket) return next();
   c.req.raw.signal.addEventListener('abort', ticket.release, { once: true });
   try {
     await next();

@@ -5,6 +5,7 @@ import type { TenantLimits } from '../auth/tenants';
 import type { DraftEngine } from '../draft/engine';
 import { checkMaxTokens } from '../generation/plan';
 import { promptTokens } from './prompt';
+import { MAX_TOP_LOGPROBS } from '../../shared/sampling/logprobs';
 import { completionRequestSchema, tokenBudget } from './request';
 
 /**
@@ -12,7 +13,7 @@ import { completionRequestSchema, tokenBudget } from './request';
  * definitions as completions (sampling, stop, stream, speculation, fallback,
  * prediction).
  * Text only: every field or content part edgespec does not implement (tools,
- * images, audio, logprobs, JSON mode, ...) is a 400 naming it, never ignored;
+ * images, audio, JSON mode, ...) is a 400 naming it, never ignored;
  * only its neutral value (null, `n: 1`, `response_format: {type: "text"}`) passes.
  */
 const shared = completionRequestSchema.shape;
@@ -45,47 +46,56 @@ const message = z.strictObject({
   refusal: refused('refusal is not supported'),
 });
 
-export const chatRequestSchema = z.strictObject({
-  model: shared.model,
-  messages: z.array(message).min(1, 'messages must not be empty'),
-  /** OpenAI's current name for the budget; wins over the deprecated max_tokens. Both absent: see `chatMaxTokens`. */
-  max_completion_tokens: tokenBudget.nullish(),
-  max_tokens: tokenBudget.nullish(),
-  temperature: shared.temperature,
-  top_p: shared.top_p,
-  top_k: shared.top_k,
-  seed: shared.seed,
-  stop: shared.stop,
-  stream: shared.stream,
-  stream_options: shared.stream_options,
-  n: shared.n,
-  frequency_penalty: shared.frequency_penalty,
-  presence_penalty: shared.presence_penalty,
-  user: shared.user,
-  return_token_ids: shared.return_token_ids,
-  fallback: shared.fallback,
-  speculation: shared.speculation,
-  prediction: shared.prediction,
-  logprobs: z.literal(false, 'logprobs are not supported yet').nullish(),
-  top_logprobs: z.literal(0, 'top_logprobs are not supported yet').nullish(),
-  logit_bias: z
-    .record(z.string(), z.number())
-    .refine((bias) => Object.keys(bias).length === 0, 'logit_bias is not supported')
-    .nullish(),
-  response_format: z
-    .strictObject({ type: z.literal('text', 'response_format: only {"type": "text"} is supported (no JSON mode or structured outputs)') })
-    .nullish(),
-  modalities: z.array(z.literal('text', 'only text output is supported')).nullish(),
-  audio: refused('audio output is not supported: edgespec serves a text model'),
-  tools: z.array(z.unknown()).max(0, 'tools are not supported: edgespec implements no tool calling').nullish(),
-  tool_choice: z.literal('none', 'tool_choice is not supported: edgespec implements no tool calling').nullish(),
-  parallel_tool_calls: refused('parallel_tool_calls is not supported: edgespec implements no tool calling'),
-  functions: z.array(z.unknown()).max(0, 'functions are not supported: edgespec implements no function calling').nullish(),
-  function_call: z.literal('none', 'function_call is not supported: edgespec implements no function calling').nullish(),
-  web_search_options: refused('web_search_options is not supported'),
-});
+export const chatRequestSchema = z
+  .strictObject({
+    model: shared.model,
+    messages: z.array(message).min(1, 'messages must not be empty'),
+    /** OpenAI's current name for the budget; wins over the deprecated max_tokens. Both absent: see `chatMaxTokens`. */
+    max_completion_tokens: tokenBudget.nullish(),
+    max_tokens: tokenBudget.nullish(),
+    temperature: shared.temperature,
+    top_p: shared.top_p,
+    top_k: shared.top_k,
+    seed: shared.seed,
+    stop: shared.stop,
+    stream: shared.stream,
+    stream_options: shared.stream_options,
+    n: shared.n,
+    frequency_penalty: shared.frequency_penalty,
+    presence_penalty: shared.presence_penalty,
+    user: shared.user,
+    return_token_ids: shared.return_token_ids,
+    fallback: shared.fallback,
+    speculation: shared.speculation,
+    prediction: shared.prediction,
+    /** The target's raw log-probability of each token (README: Log-probabilities), with `top_logprobs` alternatives. */
+    logprobs: z.boolean().nullish(),
+    top_logprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).nullish(),
+    logit_bias: z
+      .record(z.string(), z.number())
+      .refine((bias) => Object.keys(bias).length === 0, 'logit_bias is not supported')
+      .nullish(),
+    response_format: z
+      .strictObject({ type: z.literal('text', 'response_format: only {"type": "text"} is supported (no JSON mode or structured outputs)') })
+      .nullish(),
+    modalities: z.array(z.literal('text', 'only text output is supported')).nullish(),
+    audio: refused('audio output is not supported: edgespec serves a text model'),
+    tools: z.array(z.unknown()).max(0, 'tools are not supported: edgespec implements no tool calling').nullish(),
+    tool_choice: z.literal('none', 'tool_choice is not supported: edgespec implements no tool calling').nullish(),
+    parallel_tool_calls: refused('parallel_tool_calls is not supported: edgespec implements no tool calling'),
+    functions: z.array(z.unknown()).max(0, 'functions are not supported: edgespec implements no function calling').nullish(),
+    function_call: z.literal('none', 'function_call is not supported: edgespec implements no function calling').nullish(),
+    web_search_options: refused('web_search_options is not supported'),
+  })
+  // OpenAI refuses alternatives without log-probabilities rather than ignoring them.
+  .refine((r) => !r.top_logprobs || r.logprobs === true, { message: 'top_logprobs requires logprobs: true', path: ['top_logprobs'] });
 
 export type ChatRequest = z.infer<typeof chatRequestSchema>;
+
+/** How many alternatives the origin returns per token, or undefined for no log-probabilities. */
+export function chatTopLogprobs(request: Pick<ChatRequest, 'logprobs' | 'top_logprobs'>): number | undefined {
+  return request.logprobs ? (request.top_logprobs ?? 0) : undefined;
+}
 
 /** The joined text of a content value (always parts after parsing). */
 export function contentText(parts: ReadonlyArray<{ text: string }>): string {

@@ -1,4 +1,5 @@
 import type { ResponseShape } from './response';
+import { chatLogprobs } from './token-details';
 
 /**
  * `chat.completion` and `chat.completion.chunk`: the assistant's message
@@ -12,4 +13,5 @@ export const chatShape: ResponseShape = {
   deltaChoice: (text, finishReason) => ({ index: 0, delta: text ? { content: text } : {}, logprobs: null, finish_reason: finishReason }),
   openingChoice: { index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null },
   promptTokenIdsIn: 'response',
+  logprobs: chatLogprobs,
 };

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { ApiError } from '../../shared/errors';
 import type { DraftEngine } from '../draft/engine';
+import { MAX_TOP_LOGPROBS } from '../../shared/sampling/logprobs';
 import { PROPOSER_KINDS } from '../proposers/kinds';
 
 /**
@@ -37,6 +38,10 @@ export const speculationSchema = z
     /** vLLM's prompt lookup n-gram bounds (`proposer: "prompt-lookup"`). */
     prompt_lookup_min: z.number().int().min(1).max(32).optional(),
     prompt_lookup_max: z.number().int().min(1).max(32).optional(),
+    /** Where drafts are made: in this Worker ("edge", default) or next to the target ("origin", an origin started with --draft; others decode alone). */
+    placement: z.enum(['edge', 'origin']).optional(),
+    /** Return what happened to every token and round (`speculation.record`; streamed: `speculation_record` on each chunk). */
+    record: z.boolean().optional(),
   })
   .refine((s) => (s.prompt_lookup_min ?? 1) <= (s.prompt_lookup_max ?? 32), { message: 'prompt_lookup_min must not exceed prompt_lookup_max', path: ['prompt_lookup_min'] });
 
@@ -94,7 +99,8 @@ export const completionRequestSchema = z.strictObject({
   n: z.literal(1, 'n must be 1: edgespec returns one choice').nullish(),
   best_of: z.literal(1, 'best_of must be 1').nullish(),
   echo: z.literal(false, 'echo is not supported').nullish(),
-  logprobs: z.literal(0, 'logprobs is not supported').nullish(),
+  /** The target's raw log-probability of each token and this many alternatives (README: Log-probabilities); 0 = the token's own only. */
+  logprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).nullish(),
   frequency_penalty: z.literal(0, 'frequency_penalty is not supported').nullish(),
   presence_penalty: z.literal(0, 'presence_penalty is not supported').nullish(),
   suffix: z.null('suffix is not supported').optional(),

@@ -6,6 +6,7 @@ import type { Generation } from '../generation';
 import { textRounds } from '../generation/text';
 import { publicError } from './public-error';
 import { newResponseMeta, responseObject, type ResponseShape } from './response';
+import { recordJson, TokenDetailsReader, type DetailsDelta } from './token-details';
 
 /**
  * The one response writer of every OpenAI endpoint (completions, chat): a
@@ -21,6 +22,8 @@ export interface ResponseOutput {
   stop: string[];
   returnTokenIds: boolean;
   includeUsageChunk: boolean;
+  /** `speculation.record`: what happened to each token and round. */
+  record: boolean;
 }
 
 /** The fields of a parsed request (completions, chat) that decide how its response is written. */
@@ -29,6 +32,7 @@ export interface PresentationRequest {
   stop: string[];
   return_token_ids?: boolean;
   stream_options?: { include_usage?: boolean } | null;
+  speculation?: { record?: boolean };
 }
 
 /** The response a parsed request asked for, under the deployment's model name: SSE when `stream`, else JSON. */
@@ -41,6 +45,7 @@ export function respond(c: EdgeContext, shape: ResponseShape, generation: Genera
     stop: request.stop,
     returnTokenIds: request.return_token_ids ?? false,
     includeUsageChunk: request.stream_options?.include_usage ?? false,
+    record: request.speculation?.record ?? false,
   };
   return request.stream ? respondStream(c, out) : respondJson(c, out);
 }
@@ -56,7 +61,12 @@ export async function respondJson(c: Context, out: ResponseOutput): Promise<Resp
     let step = await pieces.next();
     for (; !step.done; step = await pieces.next()) text += step.value.text;
     const choice = shape.wholeChoice(text, step.value);
-    const body = responseObject(shape, newResponseMeta(shape, out.model), false, [choice], generation.summary(generatedIds.length));
+    const summary = generation.summary(generatedIds.length);
+    const details = new TokenDetailsReader(generation.record, out.tokenizer);
+    const delta = details.read();
+    addLogprobs(out, choice, delta, details);
+    if (out.record) Object.assign(summary.speculation, { record: recordJson(delta) });
+    const body = responseObject(shape, newResponseMeta(shape, out.model), false, [choice], summary);
     if (out.returnTokenIds) {
       Object.assign(shape.promptTokenIdsIn === 'choice' ? choice : body, { prompt_token_ids: generation.prompt });
       Object.assign(choice, { token_ids: generatedIds });
@@ -66,6 +76,11 @@ export async function respondJson(c: Context, out: ResponseOutput): Promise<Resp
   } finally {
     generation.finish({ completionTokens: generatedIds.length, completed });
   }
+}
+
+/** The choice's `logprobs` for these tokens, when the request asked for them (else the shape's null stays). */
+function addLogprobs(out: ResponseOutput, choice: Record<string, unknown>, delta: DetailsDelta, reader: TokenDetailsReader): void {
+  if (out.generation.record.wantLogprobs && delta.tokens.length) choice.logprobs = out.shape.logprobs(delta.tokens, reader);
 }
 
 /** OpenAI's SSE chunks (an opening one where the shape has it), the final one with finish_reason and the final fields, then `[DONE]`. */
@@ -86,12 +101,17 @@ export function respondStream(c: Context, out: ResponseOutput): Response {
         await send([{ ...shape.openingChoice }], prompt);
       }
       const pieces = textRounds(generation, out.tokenizer, out.stop, generatedIds);
+      const details = new TokenDetailsReader(generation.record, out.tokenizer);
       let step = await pieces.next();
       for (; !step.done; step = await pieces.next()) {
         const { text, ids } = step.value;
         const choice = shape.deltaChoice(text, null);
         if (out.returnTokenIds) Object.assign(choice, { token_ids: ids });
-        if (text || (out.returnTokenIds && ids.length)) await send([choice]);
+        // A round's details travel on the chunk of its text (which a held-back character or stop prefix may leave empty).
+        const delta = details.read();
+        addLogprobs(out, choice, delta, details);
+        const extra = out.record ? { speculation_record: recordJson(delta) } : {};
+        if (text || (out.returnTokenIds && ids.length) || delta.tokens.length) await send([choice], extra);
       }
       const summary = generation.summary(generatedIds.length);
       await send([shape.deltaChoice('', step.value)], summary);

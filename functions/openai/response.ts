@@ -1,4 +1,5 @@
 import type { FinishReason } from '../speculation/loop';
+import { completionLogprobs, type TokenDetail, type TokenDetailsReader } from './token-details';
 
 /**
  * OpenAI response objects, streamed and not. Every response kind
@@ -25,6 +26,8 @@ export interface ResponseShape {
   openingChoice: Record<string, unknown> | null;
   /** Where `prompt_token_ids` go when asked for (`return_token_ids`, as vLLM places them): in the choice or in the response. */
   promptTokenIdsIn: 'choice' | 'response';
+  /** A choice's `logprobs` for these tokens (completions' parallel lists, chat's `content` entries). */
+  logprobs(tokens: readonly TokenDetail[], reader: TokenDetailsReader): object;
 }
 
 export interface Usage {
@@ -66,6 +69,7 @@ export const completionShape: ResponseShape = {
   deltaChoice: completionChoice,
   openingChoice: null,
   promptTokenIdsIn: 'choice',
+  logprobs: completionLogprobs,
 };
 
 /** A fresh response id and creation time. */

@@ -11,6 +11,7 @@ import type { Proposer } from './types';
 export type { Proposer } from './types';
 export { DEFAULT_MAX_MATCH_DRAFT, DEFAULT_PROPOSER, MATCH_DRAFT_FACTOR, MAX_VERIFY_DRAFT, PROPOSER_KINDS, type ProposerKind, type ProposerRequest } from './kinds';
 export { isolateSuffixIndexes } from './suffix';
+export { recordTenantOutput, tenantSuffixIndex, usesTenantHistory } from '../suffix-history';
 export { predictionUsage } from './prediction';
 
 export interface ProposerOptions {

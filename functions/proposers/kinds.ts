@@ -3,8 +3,8 @@ export const PROPOSER_KINDS = ['draft-model', 'prompt-lookup', 'suffix', 'hybrid
 export type ProposerKind = (typeof PROPOSER_KINDS)[number];
 
 /**
- * The default when a request names none. The lead may move it to a var
- * (`SPECULATION_PROPOSER` in functions/config.ts); until then it is this constant.
+ * The default of the `SPECULATION_PROPOSER` var (functions/config.ts:
+ * `config.defaultProposer`), the proposer of a request that names none.
  */
 export const DEFAULT_PROPOSER: ProposerKind = 'hybrid';
 

@@ -267,8 +267,9 @@ export class SuffixIndex {
 /**
  * The isolate's tenant indexes, keyed by the tenant's cache salt (never
  * shared between tenants), least recently used dropped first beyond
- * `maxBytes` in all. Per isolate and in memory: a new isolate starts empty
- * (persisting them in the prefix-cache Durable Object is future work).
+ * `maxBytes` in all. In memory, per isolate: functions/suffix-history keeps
+ * each tenant's recent outputs in a Durable Object and hydrates these from it,
+ * so a new isolate starts from the tenant's history, not empty.
  */
 export class SuffixIndexRegistry {
   private readonly tenants = new Map<string, SuffixIndex>();
@@ -287,16 +288,36 @@ export class SuffixIndexRegistry {
     return index;
   }
 
-  /** Adds one completed output of this tenant. */
-  record(cacheSalt: string, output: readonly number[]): void {
-    if (output.length === 0) return;
-    let index = this.get(cacheSalt);
-    if (!index) this.tenants.set(cacheSalt, (index = new SuffixIndex(this.tenantBytes)));
+  /** The tenant's index, a new empty one when it has none yet. */
+  getOrCreate(cacheSalt: string): SuffixIndex {
+    const index = this.get(cacheSalt);
+    if (index) return index;
+    return this.set(cacheSalt, new SuffixIndex(this.tenantBytes));
+  }
+
+  /** Puts `index` in the tenant's place (a fresh one built from its stored history), most recently used. */
+  set(cacheSalt: string, index: SuffixIndex): SuffixIndex {
+    this.tenants.delete(cacheSalt);
+    this.tenants.set(cacheSalt, index);
+    this.trim(cacheSalt);
+    return index;
+  }
+
+  /** Adds one completed output of this tenant; returns its index (null: an empty output and no index yet). */
+  record(cacheSalt: string, output: readonly number[]): SuffixIndex | null {
+    if (output.length === 0) return this.get(cacheSalt);
+    const index = this.getOrCreate(cacheSalt);
     index.add(output);
+    this.trim(cacheSalt);
+    return index;
+  }
+
+  /** Least recently used tenants leave until the total fits (never `keep`, the one in use). */
+  private trim(keep: string) {
     let total = 0;
     for (const i of this.tenants.values()) total += i.bytes();
     for (const [salt, i] of this.tenants) {
-      if (total <= this.maxBytes || salt === cacheSalt) break;
+      if (total <= this.maxBytes || salt === keep) break;
       total -= i.bytes();
       this.tenants.delete(salt);
     }

@@ -2,7 +2,7 @@ import { Hono } from 'hono';
 import { parseRequest, readJsonBody } from '../../shared/validation';
 import type { EdgeEnv } from '../context';
 import { generationDeps, startGeneration } from '../generation';
-import { chatMaxTokens, chatPromptTokens, chatRequestSchema } from '../openai/chat-request';
+import { chatTopLogprobs, chatMaxTokens, chatPromptTokens, chatRequestSchema } from '../openai/chat-request';
 import { chatShape } from '../openai/chat-response';
 import { checkModel, predictionTokens } from '../openai/request';
 import { respond } from '../openai/respond';
@@ -27,6 +27,7 @@ chatCompletions.post('/v1/chat/completions', async (c) => {
     speculation: request.speculation,
     fallback: request.fallback,
     prediction: predictionTokens(request.prediction, draftEngine),
+    logprobs: chatTopLogprobs(request),
   });
   return respond(c, chatShape, generation, request);
 });

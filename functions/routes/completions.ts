@@ -21,6 +21,7 @@ completions.post('/v1/completions', async (c) => {
     speculation: request.speculation,
     fallback: request.fallback,
     prediction: predictionTokens(request.prediction, draftEngine),
+    logprobs: request.logprobs ?? undefined,
   });
   return respond(c, completionShape, generation, request);
 });

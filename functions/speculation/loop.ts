@@ -1,11 +1,12 @@
 import { ApiError } from '../../shared/errors';
-import type { VerifyResponse, WireSampling } from '../../shared/protocol';
+import type { OriginSpeculation, VerifyResponse, WireSampling } from '../../shared/protocol';
 import type { DraftToken } from '../../shared/sampling';
 import type { OriginClient } from '../upstream/client';
 import type { Proposer } from '../proposers';
 import { MATCH_DRAFT_FACTOR, MAX_VERIFY_DRAFT } from '../proposers/kinds';
 import { DRAFT_MODEL } from '../proposers/draft-model';
 import { DelayAdaptiveController, isolateLink, type LinkEstimator } from './controller';
+import type { GenerationRecord } from './record';
 import type { SpeculationStats } from './stats';
 
 export interface GenerationInput {
@@ -17,12 +18,31 @@ export interface GenerationInput {
   stopTokenIds: ReadonlySet<number>;
   /** Smallest context of draft and target: no position may pass it. */
   maxPositions: number;
+  /** Ask the origin for each emitted token's log-probability and this many alternatives (shared/sampling/logprobs.ts). */
+  logprobs?: number;
+  /** Where each round and emitted token is written down (./record.ts), when someone reads it. */
+  record?: GenerationRecord;
+  /**
+   * RNG position of the first token generated here (default 0): tokens that
+   * were generated before `prompt` ends. An origin speculating for a stream
+   * resumed after `offset` tokens draws exactly where the edge would have.
+   */
+  offset?: number;
+  /** The caller's predicted output from the generation's start: sent along when drafting happens at the origin. */
+  prediction?: readonly number[];
 }
 
 export type FinishReason = 'stop' | 'length';
 
 /** How a generation speculates: the request's `speculation` object over the configured defaults. */
 export type SpeculationMode = 'origin' | 'lockstep' | 'pipelined' | 'adaptive';
+
+/**
+ * Where drafts are made: in the Worker (the proposers here, a verify round trip
+ * per round), or at the origin (`speculate` on its generate stream: the same
+ * loop next to the target, one stream back, no round trip per round).
+ */
+export type DraftPlacement = 'edge' | 'origin';
 
 export interface SpeculationPlan {
   mode: SpeculationMode;
@@ -40,6 +60,13 @@ export interface SpeculationPlan {
    * bounds every draft by the k it chose.
    */
   maxMatchDraft?: number;
+  /** Default 'edge'. */
+  placement?: DraftPlacement;
+  /**
+   * The origins can draft (their /health names a `draft`): an adaptive hand-over
+   * then continues with speculation at the origin instead of its plain decoding.
+   */
+  originDrafts?: boolean;
 }
 
 /** Wall clock in ms. Local workerd runs it during computation; deployed Workers advance it only across I/O, so there draft time folds into the next verify call. */
@@ -59,6 +86,7 @@ export function decode(
   link: LinkEstimator = isolateLink,
 ): AsyncGenerator<number[], FinishReason> {
   if (plan.mode === 'origin' || plan.draftLength === 0) return originDecode(input, origin, stats, signal, [], link);
+  if (plan.placement === 'origin') return originDecode(input, origin, stats, signal, [], link, originSpeculation(plan, input));
   const controller = plan.mode === 'adaptive' ? new DelayAdaptiveController(link, { maxDraftLength: plan.draftLength, greedy: input.sampling.temperature === 0 }) : null;
   return speculate(input, plan, proposer(), origin, stats, controller, signal, link);
 }
@@ -133,7 +161,7 @@ async function* speculate(
           if (next.action === 'hand-over') {
             stats.handoverAt = generated.length;
             stats.handoverReason = next.reason;
-            return yield* originDecode(input, origin, stats, signal, generated, link);
+            return yield* originDecode(input, origin, stats, signal, generated, link, plan.originDrafts ? originSpeculation(plan, input) : undefined);
           }
           k = next.draftLength;
         }
@@ -146,7 +174,7 @@ async function* speculate(
         if (inflight.length > 0 && k === 0) break;
         const context = [...input.prompt, ...generated, ...assumed];
         // The same per-round generator the origin verifies with (shared/sampling/README.md).
-        const sampling = { ...input.sampling, offset: position };
+        const sampling = { ...input.sampling, offset: (input.offset ?? 0) + position };
         const draftStarted = now();
         const draft = k > 0 ? await proposer.propose(context, k, sampling, { minConfidence: plan.minConfidence, maxMatchTokens: matchTokens }) : [];
         if (draft.length > matchTokens) throw new Error(`proposer ${proposer.name} drafted ${draft.length} tokens, more than the ${matchTokens} allowed`);
@@ -155,7 +183,7 @@ async function* speculate(
         signal?.throwIfAborted();
         const discard = new AbortController();
         const blockSignal = signal ? AbortSignal.any([signal, discard.signal]) : discard.signal;
-        const verdict = origin.verify({ context, draft, sampling, method: plan.method }, blockSignal);
+        const verdict = origin.verify({ context, draft, sampling, method: plan.method, ...(input.logprobs !== undefined ? { logprobs: input.logprobs } : {}) }, blockSignal);
         // A discarded block's answer is never awaited: keep its failure from surfacing as unhandled.
         verdict.catch(() => {});
         inflight.push({ context: context.length, offset: position, draft, source, draftMs: sentAt - draftStarted, sentAt, verdict, discard });
@@ -212,6 +240,12 @@ async function* speculate(
         assumed = [];
       }
       const { tokens: emitted, finish } = cutAtStop(tokens, input.stopTokenIds, input.maxTokens - generated.length);
+      input.record?.verifyRound(
+        { proposer: block.source, drafted: block.draft.map((d) => d.token), accepted: verdict.accepted, draft_ms: block.draftMs, verify_ms: verifyWallMs, forward_ms: verdict.origin.forward_ms },
+        emitted,
+        verdict.logprobs,
+        verdict.origin.id,
+      );
       generated.push(...emitted);
       yield emitted;
       if (finish) return finish;
@@ -224,9 +258,15 @@ async function* speculate(
   }
 }
 
+/** What the origin is asked to speculate with: the plan's k and rule, and the caller's prediction. */
+function originSpeculation(plan: SpeculationPlan, input: GenerationInput): OriginSpeculation {
+  return { draft_length: Math.max(1, plan.draftLength), method: plan.method, ...(input.prediction?.length ? { prediction: [...input.prediction] } : {}) };
+}
+
 /**
- * Origin-only decoding through the origin's stream: the baseline, the path
- * when speculation is off (k = 0), and the adaptive mode's hand-over, which
+ * The origin's stream: origin-only decoding (the baseline, the path when
+ * speculation is off (k = 0)), or with `speculate` the origin's own
+ * speculation next to its target; and the adaptive mode's hand-over, which
  * continues after `generated` with the RNG offset at its length so a sampled
  * generation keeps its positions.
  */
@@ -237,6 +277,7 @@ export async function* originDecode(
   signal?: AbortSignal,
   generated: readonly number[] = [],
   link: LinkEstimator = isolateLink,
+  speculate?: OriginSpeculation,
 ): AsyncGenerator<number[], FinishReason> {
   const started = now();
   const context = [...input.prompt, ...generated];
@@ -246,24 +287,42 @@ export async function* originDecode(
     {
       context,
       max_tokens: maxTokens,
-      sampling: { ...input.sampling, offset: generated.length },
+      sampling: { ...input.sampling, offset: (input.offset ?? 0) + generated.length },
       stop_token_ids: [...input.stopTokenIds],
+      ...(input.logprobs !== undefined ? { logprobs: input.logprobs } : {}),
+      ...(speculate ? { speculate } : {}),
     },
     signal,
   );
   let first = true;
+  let last = started;
   try {
     for await (const event of events) {
       if (event.type === 'token') {
-        stats.rounds++;
         stats.originTokens++;
         stats.originForwardMs += event.forward_ms;
-        // The first token carries the prefill and one link delay; later ones a one-token step.
-        link.observeOriginToken(event.forward_ms, first ? now() - started : undefined);
+        if (event.source) {
+          // Speculated at the origin: its rounds arrive with `done`; its token steps say nothing about one-token decoding.
+          stats.originSpeculatedTokens++;
+        } else {
+          stats.rounds++;
+          // The first token carries the prefill and one link delay; later ones a one-token step.
+          link.observeOriginToken(event.forward_ms, first ? now() - started : undefined);
+        }
         first = false;
+        const at = now();
+        input.record?.originToken(event.token, at - last, event.forward_ms, event.logprob, event.source);
+        last = at;
         yield [event.token];
       } else if (event.type === 'done') {
         stats.originIds.add(event.origin.id);
+        if (event.speculation) {
+          stats.rounds += event.speculation.rounds;
+          stats.originSpeculation.rounds += event.speculation.rounds;
+          stats.originSpeculation.drafted += event.speculation.drafted;
+          stats.originSpeculation.accepted += event.speculation.accepted;
+          stats.originSpeculation.draftMs += event.speculation.draft_ms;
+        }
         return event.finish_reason;
       } else {
         throw new ApiError(502, 'origin generation failed mid-stream', null, 'origin_error');

@@ -1,4 +1,4 @@
-import type { SpeculationMode } from './loop';
+import type { DraftPlacement, SpeculationMode } from './loop';
 
 /** What one generation's speculation did, reported in the response's `speculation` object. */
 export interface SpeculationStats {
@@ -12,8 +12,14 @@ export interface SpeculationStats {
   rounds: number;
   /** Pipelined verify rounds whose answer was discarded (an earlier block was not fully accepted): target passes too. */
   discardedRounds: number;
-  /** Tokens decoded by the origin's own stream (origin-only, or after an adaptive hand-over). */
+  /** Tokens of the origin's stream (origin-only, after an adaptive hand-over, or speculated at the origin). */
   originTokens: number;
+  /** Of those, tokens the origin speculated (drafted next to its target) rather than decoded alone. */
+  originSpeculatedTokens: number;
+  /** Speculation at the origin, as its streams reported it: its verify rounds, drafted and accepted tokens, drafting ms. */
+  originSpeculation: { rounds: number; drafted: number; accepted: number; draftMs: number };
+  /** Where drafts were planned to be made. */
+  placement: DraftPlacement;
   drafted: number;
   accepted: number;
   draftMs: number;
@@ -39,8 +45,11 @@ export interface ProposerStats {
   accepted: number;
 }
 
-export function newStats(strategy: SpeculationMode, draftLength: number, method: SpeculationStats['method']): SpeculationStats {
+export function newStats(strategy: SpeculationMode, draftLength: number, method: SpeculationStats['method'], placement: DraftPlacement = 'edge'): SpeculationStats {
   return {
+    originSpeculatedTokens: 0,
+    originSpeculation: { rounds: 0, drafted: 0, accepted: 0, draftMs: 0 },
+    placement,
     mode: strategy === 'origin' ? 'origin' : 'speculative',
     strategy,
     draftLength,
@@ -64,10 +73,15 @@ const ms = (v: number) => Math.round(v * 100) / 100;
 
 /** The wire form: `mean_accepted_length` counts the target's extra token too (tokens emitted per round). */
 export function statsToJson(stats: SpeculationStats, emittedTokens: number) {
-  const verifyRounds = stats.rounds - stats.originTokens;
+  const originSpec = stats.originSpeculation;
+  const originAlone = stats.originTokens - stats.originSpeculatedTokens;
+  // Edge verify rounds: every used target pass that was neither an origin-alone token nor an origin-side round.
+  const verifyRounds = stats.rounds - originAlone - originSpec.rounds;
   return {
     // An adaptive request handed over before its first round never speculated.
-    mode: stats.mode === 'origin' || stats.handoverAt === 0 ? 'origin' : 'speculative',
+    mode: (stats.mode === 'origin' || stats.handoverAt === 0) && originSpec.rounds === 0 ? 'origin' : 'speculative',
+    /** Where drafts were made: "edge" (this Worker), "origin" (next to the target), "none" (origin-only decoding). */
+    placement: stats.mode === 'origin' ? 'none' : stats.placement,
     strategy: stats.strategy,
     method: stats.method,
     draft_length: stats.draftLength,
@@ -84,6 +98,8 @@ export function statsToJson(stats: SpeculationStats, emittedTokens: number) {
     verify_ms: ms(stats.verifyMs),
     origin_forward_ms: ms(stats.originForwardMs),
     origin_tokens: stats.originTokens,
+    /** Speculation the origin ran next to its target (placement "origin", or an adaptive hand-over to a drafting origin); null if none. */
+    origin_speculation: originSpec.rounds > 0 ? { rounds: originSpec.rounds, drafted: originSpec.drafted, accepted: originSpec.accepted, tokens: stats.originSpeculatedTokens, draft_ms: ms(originSpec.draftMs) } : null,
     handover_at: stats.handoverAt,
     handover_reason: stats.handoverReason,
     origin: [...stats.originIds].join(',') || null,

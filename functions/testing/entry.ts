@@ -22,5 +22,7 @@ export default worker(createApp((app) => {
 }));
 
 export { Sweeper } from '../background/sweeper';
+export { Metrics } from '../metrics/durable-object';
 export { PrefixCache } from '../prefix-cache/durable-object';
 export { RateLimiter } from '../rate-limit/durable-object';
+export { SuffixHistory } from '../suffix-history/durable-object';

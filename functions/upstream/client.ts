@@ -105,7 +105,7 @@ export class HttpOriginClient implements OriginClient {
     const parse = (line: string): GenerateEvent => {
       lines++;
       const event = parseWith(this.name, path, line, generateEventSchema, `line ${lines}`);
-      const problem = generateEventProblem(event, this.vocabSize) ?? (event.type === 'token' && ++tokens > request.max_tokens ? `more tokens than max_tokens (${request.max_tokens})` : null);
+      const problem = generateEventProblem(event, this.vocabSize, request.logprobs) ?? (event.type === 'token' && ++tokens > request.max_tokens ? `more tokens than max_tokens (${request.max_tokens})` : null);
       if (problem) throw badReply(this.name, path, `line ${lines}: ${problem}`);
       return event;
     };

@@ -1,9 +1,10 @@
 import { enqueueDelivery } from '../background/messages';
 import { edgeConfig, type EdgeConfig } from '../config';
 import type { Env } from '../env';
-import type { EndpointRow } from './endpoints';
+import { EndpointStore, type EndpointRow } from './endpoints';
 import { classifyResponse, honoursRetryAfter, isRetryable, parseRetryAfter, retryDelayMs, shouldDisable, type AttemptOutcome } from './schedule';
 import { signingSecrets, signWebhook } from './signing';
+import { SecretBoxError } from './secret-box';
 import { checkWebhookUrl } from './ssrf';
 import { decideDeliveryMessage, type DeliveryClaimView, type DeliveryStatus } from './state';
 
@@ -56,8 +57,19 @@ export async function handleDeliveryMessage(env: Env, message: { delivery_id: st
       : db.prepare("UPDATE webhook_deliveries SET lease_until = ?, updated_at = ? WHERE id = ? AND status = 'delivering' AND attempts = ? AND lease_until <= ?").bind(leaseUntil, now, row!.id, attempt, now);
   if (!(await claim.run()).meta.changes) return; // another message claimed it first
 
-  const endpoint = await db.prepare('SELECT * FROM webhook_endpoints WHERE id = ?').bind(row!.endpoint_id).first<EndpointRow>();
-  const result = await attemptDelivery(config, row!, endpoint, attempt);
+  let endpoint: EndpointRow | null;
+  let result: AttemptResult;
+  try {
+    endpoint = await new EndpointStore(db).byId(row!.endpoint_id);
+    result = await attemptDelivery(config, row!, endpoint, attempt);
+  } catch (err) {
+    if (!(err instanceof SecretBoxError)) throw err;
+    // Its secret does not open (WEBHOOK_SECRETS_KEY changed without WEBHOOK_SECRETS_KEY_PREVIOUS): nothing can be signed.
+    // The delivery fails where the tenant sees it and can be replayed once the key is back; the endpoint's health is not touched.
+    console.error(`[webhooks] delivery ${row!.id}: ${err.message}`);
+    endpoint = null;
+    result = { startedAt: Date.now(), latencyMs: 0, status: null, outcome: 'skipped', error: 'the endpoint signing secret could not be opened', snippet: null, retryAfterMs: null };
+  }
   await record(env, config, row!, endpoint, attempt, result);
 }
 

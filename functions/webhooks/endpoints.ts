@@ -1,15 +1,22 @@
 import { newId } from '../background/messages';
+import { DEFAULT_EVENT_TYPES } from './event-types';
+import { openSealedColumns } from './secret-box';
 import { newWebhookSecret } from './signing';
+import { workerSecretBox } from './worker-secret-box';
+
+export { DEFAULT_EVENT_TYPES, EVENT_TYPES, type EventType } from './event-types';
 
 /**
  * Webhook endpoints in D1 (migrations/0002_jobs_and_webhooks.sql), always
  * within one tenant: every query names the tenant, so another tenant's
  * endpoint is simply not found. The secret is returned when an endpoint is
  * created or its secret rotated, never again.
+ *
+ * Secrets are sealed at rest (functions/webhooks/secret-box.ts): in D1,
+ * `secret` and `previous_secret` hold "sbx1:…" values; every EndpointRow this
+ * store hands out holds them in clear, and a row still in clear in D1 (or
+ * sealed under a previous key) is re-sealed when it is read.
  */
-export const EVENT_TYPES = ['job.started', 'job.completed', 'job.failed', 'job.cancelled'] as const;
-export type EventType = (typeof EVENT_TYPES)[number];
-export const DEFAULT_EVENT_TYPES: EventType[] = ['job.completed', 'job.failed', 'job.cancelled'];
 
 export interface EndpointRow {
   id: string;
@@ -64,8 +71,11 @@ export interface NewEndpoint {
 export class EndpointStore {
   constructor(private readonly db: D1Database) {}
 
-  /** The INSERT of a new endpoint, for a batch (a job's inline endpoint is created with its job). */
-  insert(tenantId: string, spec: NewEndpoint, now: number): { row: EndpointRow; statement: D1PreparedStatement } {
+  /**
+   * A new endpoint: its row (secret in clear), the secret as D1 stores it
+   * (sealed), and its INSERT, for a batch (a job's inline endpoint is created with its job).
+   */
+  async insert(tenantId: string, spec: NewEndpoint, now: number): Promise<{ row: EndpointRow; sealedSecret: string; statement: D1PreparedStatement }> {
     const row: EndpointRow = {
       id: newId('whe'),
       tenant_id: tenantId,
@@ -84,20 +94,26 @@ export class EndpointStore {
       updated_at: now,
       deleted_at: null,
     };
+    const sealedSecret = await (await workerSecretBox()).seal(row.secret, row.id);
     const statement = this.db
       .prepare('INSERT INTO webhook_endpoints (id, tenant_id, url, description, event_types, inline, enabled, secret, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)')
-      .bind(row.id, tenantId, row.url, row.description, row.event_types, row.inline, row.secret, now, now);
-    return { row, statement };
+      .bind(row.id, tenantId, row.url, row.description, row.event_types, row.inline, sealedSecret, now, now);
+    return { row, sealedSecret, statement };
   }
 
   async create(tenantId: string, spec: NewEndpoint, now = Date.now()): Promise<EndpointRow> {
-    const { row, statement } = this.insert(tenantId, spec, now);
+    const { row, statement } = await this.insert(tenantId, spec, now);
     await statement.run();
     return row;
   }
 
   async get(tenantId: string, id: string): Promise<EndpointRow | null> {
-    return this.db.prepare('SELECT * FROM webhook_endpoints WHERE id = ? AND tenant_id = ? AND deleted_at IS NULL').bind(id, tenantId).first<EndpointRow>();
+    return this.opened(await this.db.prepare('SELECT * FROM webhook_endpoints WHERE id = ? AND tenant_id = ? AND deleted_at IS NULL').bind(id, tenantId).first<EndpointRow>());
+  }
+
+  /** Any tenant's endpoint, deleted ones too: the sender's view (a delivery names its endpoint; the attempt decides what a deleted one means). */
+  async byId(id: string): Promise<EndpointRow | null> {
+    return this.opened(await this.db.prepare('SELECT * FROM webhook_endpoints WHERE id = ?').bind(id).first<EndpointRow>());
   }
 
   /** Registered (not inline) endpoints, newest first, after the cursor endpoint `after`. */
@@ -107,7 +123,8 @@ export class EndpointStore {
       .prepare(`SELECT * FROM webhook_endpoints WHERE tenant_id = ? AND inline = 0 AND deleted_at IS NULL ${cursor} ORDER BY created_at DESC, id DESC LIMIT ?`)
       .bind(...(after ? [tenantId, after, tenantId] : [tenantId]), limit + 1)
       .all<EndpointRow>();
-    return { rows: results.slice(0, limit), hasMore: results.length > limit };
+    const rows = await Promise.all(results.slice(0, limit).map((row) => this.opened(row)));
+    return { rows: rows as EndpointRow[], hasMore: results.length > limit };
   }
 
   /** Changes what `patch` names; enabling again clears the reason it was disabled and its failure streak. */
@@ -134,11 +151,18 @@ export class EndpointStore {
   /** A new secret; the old one keeps signing (next to it) for `overlapMs`. */
   async rotate(tenantId: string, id: string, overlapMs: number, now = Date.now()): Promise<{ row: EndpointRow; secret: string } | null> {
     const secret = newWebhookSecret();
+    // The current value moves to previous_secret as stored (sealed for this row, so it opens there too).
     const result = await this.db
       .prepare('UPDATE webhook_endpoints SET previous_secret = secret, previous_secret_expires_at = ?, secret = ?, updated_at = ? WHERE id = ? AND tenant_id = ? AND deleted_at IS NULL')
-      .bind(now + overlapMs, secret, now, id, tenantId)
+      .bind(now + overlapMs, await (await workerSecretBox()).seal(secret, id), now, id, tenantId)
       .run();
     if (!result.meta.changes) return null;
     return { row: (await this.get(tenantId, id))!, secret };
+  }
+
+  /** A row as read from D1, with its secrets opened (and re-sealed in D1 when they were clear or under a previous key). */
+  private async opened(row: EndpointRow | null): Promise<EndpointRow | null> {
+    if (!row) return null;
+    return openSealedColumns(this.db, await workerSecretBox(), 'webhook_endpoints', row, ['secret', 'previous_secret']);
   }
 }

@@ -55,7 +55,25 @@ export function trainTokenizer(trainFiles: string[], outDir: string, vocabSize: 
     },
   };
   writeFileSync(join(outDir, "tokenizer.json"), JSON.stringify(json));
-  writeFileSync(join(outDir, "tokenizer_config.json"), JSON.stringify(tokenizerConfig(modelMaxLength), null, 2) + "\n");
+  writeFileSync(join(outDir, "tokenizer_config.json"), tokenizerConfigText(modelMaxLength));
+}
+
+/**
+ * The shipped models' chat template (Jinja, as Hugging Face's
+ * `apply_chat_template` and @huggingface/jinja render it; shared/chat-template.ts):
+ * each message as `role[ (name)]:\n` + content + <|endoftext|>, then
+ * `assistant:\n` when a generation prompt is asked for. The models saw no chat
+ * data: it only gives /v1/chat/completions a defined, tokenizable prompt. This
+ * is its single source: tokenizer_config.json gets it from here.
+ */
+export const CHAT_TEMPLATE =
+  "{% for message in messages %}{{ message['role'] }}{% if message['name'] %} ({{ message['name'] }}){% endif %}" +
+  "{{ ':\\n' + message['content'] + eos_token }}{% endfor %}" +
+  "{% if add_generation_prompt %}{{ 'assistant:\\n' }}{% endif %}";
+
+/** tokenizer_config.json exactly as written into the model folders (tests compare it with the shipped files). */
+export function tokenizerConfigText(modelMaxLength: number): string {
+  return JSON.stringify(tokenizerConfig(modelMaxLength), null, 2) + "\n";
 }
 
 export function tokenizerConfig(modelMaxLength: number) {
@@ -73,6 +91,7 @@ export function tokenizerConfig(modelMaxLength: number) {
     added_tokens_decoder: {
       "0": { content: EOS, lstrip: false, normalized: false, rstrip: false, single_word: false, special: true },
     },
+    chat_template: CHAT_TEMPLATE,
   };
 }
 

@@ -2,3 +2,4 @@ export * from './rng';
 export * from './params';
 export * from './distribution';
 export * from './verify';
+export * from './logprobs';

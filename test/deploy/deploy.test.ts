@@ -27,7 +27,7 @@ const REAL_ID = '4a0c5e9e-1b7e-4c55-9f53-3f1f2b8e7d21';
 async function configWith(name: string, edit: (production: string) => string): Promise<string> {
   const at = shipped.indexOf('[env.production]');
   expect(at).toBeGreaterThan(0);
-  const text = (shipped.slice(0, at) + edit(shipped.slice(at))).replace(/^(main|migrations_dir) = "([^"/][^"]*)"/gm, (_, key, path) => `${key} = "${resolve(path)}"`);
+  const text = (shipped.slice(0, at) + edit(shipped.slice(at))).replace(/^(main|migrations_dir|directory) = "([^"/][^"]*)"/gm, (_, key, path) => `${key} = "${resolve(path)}"`);
   const path = join(work, `${name}.toml`);
   await writeFile(path, text);
   return path;
@@ -47,7 +47,7 @@ describe('deploy configuration check', () => {
   it('accepts a filled-in production environment and says which secrets it needs', async () => {
     const check = checkDeployConfig({ config: await configWith('ok', deployable) });
     expect(check.problems).toEqual([]);
-    expect(check.requiredSecrets).toEqual(['ADMIN_SECRET', 'ORIGIN_SECRET']);
+    expect(check.requiredSecrets).toEqual(['ADMIN_SECRET', 'WEBHOOK_SECRETS_KEY', 'ORIGIN_SECRET']);
     expect(check.notes.join('\n')).toMatch(/CPU limit 50000 ms per request; placement smart; observability on/);
   });
 
@@ -66,7 +66,7 @@ describe('deploy configuration check', () => {
     const origins = JSON.stringify([{ id: 'sgl', url: 'https://sgl.acme.dev', kind: 'sglang', vocab_size: 4096, max_positions: 1024 }]);
     const check = checkDeployConfig({ config: await configWith('engines', (p) => deployable(p).replace('MODEL_ID = "edgespec"', `MODEL_ID = "edgespec"\nORIGINS = '${origins}'`)) });
     expect(check.problems).toEqual([]);
-    expect(check.requiredSecrets).toEqual(['ADMIN_SECRET', 'ORIGIN_API_KEY']);
+    expect(check.requiredSecrets).toEqual(['ADMIN_SECRET', 'WEBHOOK_SECRETS_KEY', 'ORIGIN_API_KEY']);
   });
 
   it('reads `wrangler secret list --format json`', () => {
@@ -86,7 +86,7 @@ describe('npm run deploy -- --dry-run', () => {
     const { code, out } = await run(await configWith('dry', deployable));
     expect(out).toContain('dry run ok');
     expect(code).toBe(0);
-    expect(out).toMatch(/would check: `wrangler secret list --env production` lists ADMIN_SECRET, ORIGIN_SECRET/);
+    expect(out).toMatch(/would check: `wrangler secret list --env production` lists ADMIN_SECRET, WEBHOOK_SECRETS_KEY, ORIGIN_SECRET/);
     expect(out).toMatch(/models\/edgespec-draft: 5 files match SHA256SUMS/);
     expect(out).toMatch(/no \/internal\/ routes/);
     expect(out).toMatch(/npx wrangler d1 migrations apply DB --remote --env production/);

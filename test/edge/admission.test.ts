@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { estimateGeneration, JS_BASE_BYTES, type DraftShape } from '../../functions/middleware/admission';
 import { parseDecoderConfig } from '../../shared/model/config';
 import { startEdge, type EdgeService } from '../../scripts/stack';
-import { originUrl, sseData } from '../support/edge-client';
+import { api, originUrl, sleep, sseData, waitFor } from '../support/edge-client';
 import { DRAFT_DIR, loadFolderTokenizer } from '../support/models';
 import { heldOutPrompts } from '../support/prompts';
 
@@ -18,7 +18,9 @@ import { heldOutPrompts } from '../support/prompts';
  *    ISOLATE_MEMORY_BUDGET_MB set so that two long generations fit and a
  *    third does not, the third gets 503 isolate_busy in OpenAI's shape with
  *    Retry-After, the first two complete, a short one fits meanwhile, and a
- *    long one after them succeeds.
+ *    long one after them succeeds. A background job is admitted by the same
+ *    check in the queue consumer: one too large to fit beside the two waits,
+ *    queued, unclaimed and uncharged, and runs once when they are done.
  */
 const port = Number(process.env.TEST_ADMISSION_EDGE_PORT ?? 18795);
 const shape: DraftShape = parseDecoderConfig(JSON.parse(readFileSync(`${DRAFT_DIR}/config.json`, 'utf8')));
@@ -65,6 +67,24 @@ const isolate = async () => (await (await fetch(`${edge.url}/internal/isolate`, 
 const completion = (body: Record<string, unknown>) => fetch(`${edge.url}/v1/completions`, { method: 'POST', headers: headers(), body: JSON.stringify(body) });
 const longRequest = (prompt: number[]) => completion({ prompt, max_tokens: MAX_TOKENS, temperature: 0.7, seed: 7, stream: true });
 
+/** Two long streams, admitted and running (their first chunk read), and a function that reads both to their end. */
+async function twoLongStreams(): Promise<{ finish(): Promise<string[]> }> {
+  const [a, b] = await Promise.all([longRequest(prompts[0]), longRequest(prompts[1])]);
+  expect([a.status, b.status]).toEqual([200, 200]);
+  const readers = [a, b].map((r) => r.body!.getReader());
+  const decoder = new TextDecoder();
+  const texts = ['', ''];
+  for (const [i, reader] of readers.entries()) texts[i] += decoder.decode((await reader.read()).value);
+  return {
+    async finish() {
+      for (const [i, reader] of readers.entries()) {
+        for (let step = await reader.read(); !step.done; step = await reader.read()) texts[i] += decoder.decode(step.value, { stream: true });
+      }
+      return texts;
+    },
+  };
+}
+
 describe('cold start', () => {
   it('answers /health without loading the draft engine; the first generation loads it', async () => {
     const started = performance.now();
@@ -97,12 +117,7 @@ describe('memory admission', () => {
     expect(projected(3)).toBeGreaterThan(budgetBytes);
 
     // Two long streams, admitted and running (their first round has been answered).
-    const [a, b] = await Promise.all([longRequest(prompts[0]), longRequest(prompts[1])]);
-    expect([a.status, b.status]).toEqual([200, 200]);
-    const readers = [a, b].map((r) => r.body!.getReader());
-    const decoder = new TextDecoder();
-    const texts = ['', ''];
-    for (const [i, reader] of readers.entries()) texts[i] += decoder.decode((await reader.read()).value);
+    const streams = await twoLongStreams();
     const during = await isolate();
     expect(during.admission.in_flight, 'both long generations must still be running when the third arrives').toBe(2);
 
@@ -119,9 +134,8 @@ describe('memory admission', () => {
     expect(short.status).toBe(200);
 
     // The first two complete.
-    for (const [i, reader] of readers.entries()) {
-      for (let step = await reader.read(); !step.done; step = await reader.read()) texts[i] += decoder.decode(step.value, { stream: true });
-      const events = sseData(texts[i]);
+    for (const text of await streams.finish()) {
+      const events = sseData(text);
       expect(events.at(-1)).toBe('[DONE]');
       const chunks = events.slice(0, -1).map((e) => JSON.parse(e));
       expect(chunks.some((chunk) => chunk.error)).toBe(false);
@@ -136,5 +150,53 @@ describe('memory admission', () => {
     expect(end.admission.in_flight).toBe(0);
     // What the shipped draft's isolate holds after all that (reported by the test run).
     console.log(`[admission] budget ${(budgetBytes / MiB).toFixed(1)} MiB; one long generation ${(long.bytes / MiB).toFixed(2)} MiB (KV ${(long.kvBytes / MiB).toFixed(2)}, logits ${(long.logitsBytes / MiB).toFixed(2)}), prefill ${(long.prefillBytes / MiB).toFixed(2)} MiB; WASM heap at load ${(atLoad / MiB).toFixed(2)} MiB, now ${((end.wasm_heap_bytes ?? 0) / MiB).toFixed(2)} MiB`);
+  });
+});
+
+describe('memory admission of background jobs', () => {
+  it('a job too large to fit beside two long generations waits (queued, no run, nothing charged) and runs once they end', async () => {
+    // The same arithmetic as above, with the heap as the generations before left it (a short generation first, so
+    // the engine is loaded even in an isolate that started since).
+    expect((await completion({ prompt: 'let x = 1;', max_tokens: 2 })).status).toBe(200);
+    const now = await isolate();
+    const projected = (n: number) => JS_BASE_BYTES + Math.max(now.wasm_heap_bytes!, now.admission.wasm_heap_at_load_bytes! + long.prefillBytes) + n * long.bytes;
+    expect(projected(2), 'two long generations must still fit the budget').toBeLessThanOrEqual(budgetBytes);
+    // The job: a long prompt (its logits alone are ≈ 9 MiB, more than the half generation of margin) and few tokens.
+    const JOB_MAX_TOKENS = 16;
+    const job = estimateGeneration(shape, { promptTokens: PROMPT_TOKENS, maxTokens: JOB_MAX_TOKENS, bodyBytes: PROMPT_TOKENS * 5 });
+    expect(projected(2) + job.bytes).toBeGreaterThan(budgetBytes);
+
+    // Its own tenant with a daily quota, to see what it was charged.
+    const DAILY = 4_000;
+    const tenant = await edge.createTenantKey({ tokens_per_day: DAILY });
+    const streams = await twoLongStreams();
+    expect((await isolate()).admission.in_flight).toBe(2);
+    const created = await api('POST', '/v1/jobs', { prompt: prompts[2], max_tokens: JOB_MAX_TOKENS, temperature: 0 }, tenant.key, {}, edge.url);
+    expect(created.status, JSON.stringify(created.json)).toBe(202);
+
+    // The consumer gets the message within about a second (max_batch_timeout = 1) and is refused: the job is not claimed.
+    await sleep(3_000);
+    const waiting = (await api('GET', `/v1/jobs/${created.json.id}`, undefined, tenant.key, {}, edge.url)).json;
+    expect(waiting).toMatchObject({ status: 'queued', attempts: 0, started_at: null, error: null });
+    expect((await isolate()).admission.in_flight, 'the refused job holds no slot').toBe(2);
+
+    // The long generations end; the job's next message is admitted and it runs, once.
+    for (const text of await streams.finish()) expect(sseData(text).at(-1)).toBe('[DONE]');
+    const done = await waitFor('the job to finish', async () => {
+      const got = (await api('GET', `/v1/jobs/${created.json.id}`, undefined, tenant.key, {}, edge.url)).json;
+      return ['completed', 'failed', 'cancelled'].includes(got?.status) ? got : null;
+    }, 60_000, 250);
+    expect(done.status, JSON.stringify(done.error)).toBe('completed');
+    expect(done.attempts, 'the refusals used no attempt').toBe(1);
+    expect(done.usage.prompt_tokens).toBe(PROMPT_TOKENS);
+    expect((await isolate()).admission.in_flight).toBe(0);
+
+    // Charged for exactly the run that finished: a request reserving one token more than what is left is refused, and the
+    // quota reports exactly the job's tokens as used (the refusals reserved nothing).
+    const used = done.usage.total_tokens as number;
+    const over = await api('POST', '/v1/completions', { prompt: [1], max_tokens: DAILY - used, temperature: 0, stream: true }, tenant.key, {}, edge.url);
+    expect(over.status, JSON.stringify(over.json)).toBe(429);
+    expect(over.json.error.code).toBe('insufficient_quota');
+    expect(over.json.error.message).toContain(`, ${used} used;`);
   });
 });

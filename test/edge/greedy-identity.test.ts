@@ -20,6 +20,9 @@ const cases: Array<{ name: string; speculation: Record<string, unknown> }> = [
   { name: 'pipelined k = 3, depth 2', speculation: { mode: 'pipelined', draft_length: 3, depth: 2 } },
   { name: 'pipelined k = 1, depth 4', speculation: { mode: 'pipelined', draft_length: 1, depth: 4 } },
   { name: 'adaptive (may hand over to the origin mid-generation)', speculation: { mode: 'adaptive', draft_length: 8 } },
+  // The test origin hosts the draft too (scripts/stack.ts): the same loop runs next to the target.
+  { name: 'placement origin, k = 4', speculation: { placement: 'origin', draft_length: 4 } },
+  { name: 'placement origin, k = 3, block verification', speculation: { placement: 'origin', draft_length: 3, method: 'block' } },
 ];
 
 describe('greedy speculative decoding is identical to target-only decoding', () => {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { seedModels } from '../../scripts/seed-models';
 import { adminApi, applyMigrations, supervise } from '../../scripts/stack';
-import { apiKey, complete, createTenantKey, edgeUrl, originUrl } from '../support/edge-client';
+import { api, apiKey, complete, createTenantKey, edgeUrl, originUrl, queryLocalD1, sleep, waitFor } from '../support/edge-client';
 import { DRAFT_DIR } from '../support/models';
 import { eventOf, recordsFor, startReceiver, type Receiver } from '../support/webhook-receiver';
 
@@ -29,32 +29,6 @@ import { eventOf, recordsFor, startReceiver, type Receiver } from '../support/we
 const RECEIVER_PORT = 25790;
 const EXTRA_EDGE_PORT = 25791;
 const PROXY_PORT = 25792;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-interface Answer {
-  status: number;
-  json: any;
-  headers: Headers;
-}
-
-async function api(method: string, path: string, body?: unknown, key = apiKey(), extra: Record<string, string> = {}, base = edgeUrl()): Promise<Answer> {
-  const response = await fetch(base + path, {
-    method,
-    headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...extra },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: response.status, json: await response.json().catch(() => null), headers: response.headers };
-}
-
-async function waitFor<T>(what: string, probe: () => Promise<T | null | undefined | false>, timeoutMs = 30_000, everyMs = 200): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(everyMs);
-  }
-}
 
 const waitJob = (id: string, statuses: string[], key = apiKey(), timeoutMs = 30_000, base = edgeUrl()) =>
   waitFor(`job ${id} to be ${statuses.join(' or ')}`, async () => {
@@ -143,6 +117,15 @@ describe('jobs with webhooks', () => {
     const again = await api('GET', `/v1/jobs/${generated.json.id}`);
     expect(again.json.webhook).toMatchObject({ inline: true });
     expect(JSON.stringify(again.json)).not.toContain(generated.json.webhook.secret);
+    // Inline endpoints' secrets, the caller's and the generated one, are sealed at rest like registered ones.
+    const inline: Array<[any, string]> = [[mine.json, secret], [generated.json, generated.json.webhook.secret]];
+    for (const [created, known] of inline) {
+      const endpointId = created.webhook.endpoint_id as string;
+      expect(endpointId).toMatch(/^whe_[0-9a-f]{24}$/);
+      const [row] = await queryLocalD1<{ secret: string }>(`SELECT secret FROM webhook_endpoints WHERE id = '${endpointId}'`);
+      expect(row.secret).toMatch(/^sbx1:[0-9a-f]{16}:/);
+      expect(row.secret).not.toContain(known.slice('whsec_'.length));
+    }
     // Inline endpoints are not in the endpoint list.
     const endpoints = await api('GET', '/v1/webhook_endpoints?limit=100');
     expect((endpoints.json.data as any[]).some((e) => e.url === receiver.hook('inline'))).toBe(false);
@@ -287,7 +270,18 @@ describe('tenants and limits', () => {
     expect((await waitJob(fits.json.id, ['completed', 'failed'], tenant.key)).status).toBe('completed');
   });
 
-  it('refuses what a job cannot be: streaming, bad metadata, another model, a refused webhook URL', async () => {
+  it('drafts from a prediction like /v1/completions does (the consumer passes it on)', async () => {
+    const request = greedy('function clamp(value, low, high) {', 24);
+    const reference = await complete(request);
+    const created = await api('POST', '/v1/jobs', { ...request, prediction: { type: 'content', content: reference.json.choices[0].text } });
+    expect(created.status).toBe(202);
+    const job = await waitJob(created.json.id, ['completed', 'failed']);
+    expect(job.result.text).toBe(reference.json.choices[0].text);
+    expect(job.usage.completion_tokens_details.accepted_prediction_tokens).toBeGreaterThan(0);
+    expect(job.speculation.proposers.prediction.accepted).toBeGreaterThan(0);
+  });
+
+  it('refuses what a job cannot be: streaming, per-token details, bad metadata, another model, a refused webhook URL', async () => {
     const cases: Array<[unknown, number, string | null]> = [
       [{ prompt: 'x', stream: true }, 400, 'stream'],
       [{ prompt: 'x', metadata: { k: 'v'.repeat(600) } }, 400, 'metadata.k'],
@@ -296,6 +290,9 @@ describe('tenants and limits', () => {
       [{ prompt: 'x', webhook: { url: 'http://example.com/hook' } }, 400, 'webhook.url'],
       [{ prompt: 'x', webhook: 'whe_000000000000000000000000' }, 400, 'webhook'],
       [{ prompt: 'x', n: 2 }, 400, 'n'],
+      // Per-token details are not kept in a job's result: refused, never silently dropped.
+      [{ prompt: 'x', logprobs: 2 }, 400, 'logprobs'],
+      [{ prompt: 'x', speculation: { record: true } }, 400, 'speculation.record'],
     ];
     for (const [body, status, param] of cases) {
       const answer = await api('POST', '/v1/jobs', body);

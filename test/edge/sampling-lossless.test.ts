@@ -17,7 +17,7 @@ const sampling = { temperature: 1, top_k: 8, top_p: 1 };
 const prompt = 'function parse(input) {\n  const result = ';
 
 /**
- * Every mode: a pipelined successor decides token 2 whenever token 1's block is
+ * Every mode and placement: a pipelined successor decides token 2 whenever token 1's block is
  * accepted in full (max_tokens 3 leaves it room to be drafted); adaptive mode
  * may hand token 2 to the origin's own stream (RNG offset 1).
  */
@@ -27,6 +27,8 @@ const cases: Array<{ name: string; speculation: Record<string, unknown>; maxToke
   { name: 'lockstep k = 2, block verification', speculation: { mode: 'lockstep', draft_length: 2, method: 'block' }, maxTokens: 3, mustSpeculate: true },
   { name: 'pipelined k = 1, depth 2', speculation: { mode: 'pipelined', draft_length: 1, depth: 2 }, maxTokens: 3, mustSpeculate: true },
   { name: 'adaptive k <= 2', speculation: { mode: 'adaptive', draft_length: 2 }, maxTokens: 3, mustSpeculate: false },
+  // Drafted and verified next to the target (the test origin hosts the draft: scripts/stack.ts).
+  { name: 'placement origin, k = 1', speculation: { placement: 'origin', draft_length: 1 }, maxTokens: 2, mustSpeculate: true },
 ];
 
 describe('speculative sampling matches target-only sampling', () => {
@@ -57,8 +59,8 @@ describe('speculative sampling matches target-only sampling', () => {
         expect(status).toBe(200);
         const key = json.choices[0].token_ids.slice(0, 2).join(',');
         counts.set(key, (counts.get(key) ?? 0) + 1);
-        drafted += json.speculation.drafted;
-        accepted += json.speculation.accepted;
+        drafted += json.speculation.drafted + (json.speculation.origin_speculation?.drafted ?? 0);
+        accepted += json.speculation.accepted + (json.speculation.origin_speculation?.accepted ?? 0);
       }
     };
     await Promise.all(Array.from({ length: 6 }, worker));

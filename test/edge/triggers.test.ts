@@ -1,7 +1,7 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { apiKey, complete, createTenantKey, edgeUrl } from '../support/edge-client';
+import { api, complete, createTenantKey, edgeUrl, queryLocalD1, waitFor } from '../support/edge-client';
 import { eventOf, recordsFor, startReceiver, type Receiver } from '../support/webhook-receiver';
 
 /**
@@ -13,27 +13,7 @@ import { eventOf, recordsFor, startReceiver, type Receiver } from '../support/we
  * destination endpoint on a real receiver.
  */
 const RECEIVER_PORT = 25794;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 type Scheme = 'github' | 'stripe' | 'slack' | 'standard-webhooks';
-
-async function api(method: string, path: string, body?: unknown, key = apiKey()): Promise<{ status: number; json: any }> {
-  const response = await fetch(edgeUrl() + path, {
-    method,
-    headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: response.status, json: await response.json().catch(() => null) };
-}
-
-async function waitFor<T>(what: string, probe: () => Promise<T | null | undefined | false>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(200);
-  }
-}
 
 const hex = (key: string, data: string) => createHmac('sha256', key).update(data).digest('hex');
 const nowS = () => Math.floor(Date.now() / 1000);
@@ -158,6 +138,18 @@ describe('triggers', () => {
     const listed = await api('GET', '/v1/triggers?limit=100', undefined, tenant.key);
     expect(listed.json.data.some((t: any) => t.id === trigger.id)).toBe(false);
     expect(JSON.stringify(listed.json)).not.toMatch(/"secret"/);
+  });
+
+  it('trigger secrets are sealed at rest, and events signed with them still verify', async () => {
+    const secret = `gh-${randomBytes(16).toString('hex')}`;
+    const trigger = await createTrigger('github', { secret });
+    expect(trigger.id).toMatch(/^trg_[0-9a-f]{24}$/);
+    const [row] = await queryLocalD1<{ secret: string }>(`SELECT secret FROM triggers WHERE id = '${trigger.id}'`);
+    expect(row.secret).toMatch(/^sbx1:[0-9a-f]{16}:[A-Za-z0-9_-]{16}:[A-Za-z0-9_-]+$/);
+    expect(row.secret).not.toContain(secret);
+    const body = eventBody(`sealed-${randomBytes(4).toString('hex')}`, 7, 'x');
+    const accepted = await post(trigger.url, body, sign('github', secret, body, JSON.parse(body).id));
+    expect(accepted.status, JSON.stringify(accepted.json)).toBe(202);
   });
 
   it('bounds the body (413 before verifying) and answers the senders’ handshakes (Slack url_verification, GitHub ping)', async () => {

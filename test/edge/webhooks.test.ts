@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { apiKey, createTenantKey, edgeUrl } from '../support/edge-client';
+import { api, apiKey, createTenantKey, queryLocalD1, waitFor } from '../support/edge-client';
 import { eventOf, recordsFor, startReceiver, type Behaviour, type Receiver } from '../support/webhook-receiver';
 
 /**
@@ -11,26 +11,6 @@ import { eventOf, recordsFor, startReceiver, type Behaviour, type Receiver } fro
  * schedule takes about 17 s end to end.
  */
 const RECEIVER_PORT = 25793;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function api(method: string, path: string, body?: unknown, key = apiKey()): Promise<{ status: number; json: any }> {
-  const response = await fetch(edgeUrl() + path, {
-    method,
-    headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: response.status, json: await response.json().catch(() => null) };
-}
-
-async function waitFor<T>(what: string, probe: () => Promise<T | null | undefined | false>, timeoutMs = 30_000, everyMs = 250): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(everyMs);
-  }
-}
 
 let receiver: Receiver;
 
@@ -197,6 +177,26 @@ describe('endpoints', () => {
     const [single] = recordsFor(await receiver.received('rotation'), after);
     expect(single.signature!.split(' ')).toHaveLength(1);
     expect(single.verified).toEqual([false, false, true]);
+  });
+
+  it('secrets are sealed at rest: the D1 row holds neither the secret nor the previous one after a rotation, and deliveries still verify', async () => {
+    const hook = await endpoint('sealed', { mode: 'ok' });
+    expect(hook.id).toMatch(/^whe_[0-9a-f]{24}$/);
+    const rotated = (await api('POST', `/v1/webhook_endpoints/${hook.id}/rotate_secret`)).json.secret as string;
+    await receiver.configure('sealed', { secrets: [hook.secret, rotated], mode: 'ok' });
+    const [row] = await queryLocalD1<{ secret: string; previous_secret: string }>(`SELECT secret, previous_secret FROM webhook_endpoints WHERE id = '${hook.id}'`);
+    // AES-GCM under the Worker's key (functions/webhooks/secret-box.ts): "sbx1:<key id>:<iv>:<ciphertext>", both under one key.
+    expect(row.secret).toMatch(/^sbx1:[0-9a-f]{16}:[A-Za-z0-9_-]{16}:[A-Za-z0-9_-]+$/);
+    expect(row.previous_secret).toMatch(/^sbx1:[0-9a-f]{16}:[A-Za-z0-9_-]{16}:[A-Za-z0-9_-]+$/);
+    expect(row.secret.split(':')[1]).toBe(row.previous_secret.split(':')[1]);
+    for (const secret of [hook.secret, rotated]) {
+      expect(JSON.stringify(row)).not.toContain(secret);
+      expect(JSON.stringify(row)).not.toContain(secret.slice('whsec_'.length));
+    }
+    const id = await job(hook.id);
+    await settled(id);
+    const [delivered] = recordsFor(await receiver.received('sealed'), id);
+    expect(delivered.verified, 'signed with both opened secrets').toEqual([true, true]);
   });
 
   it('replay re-sends the events of a time range as new deliveries of the same event (same webhook-id)', async () => {

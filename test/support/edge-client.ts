@@ -1,3 +1,5 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { inject } from 'vitest';
 
 /** Small helpers for talking to the edge Worker the globalSetup started. */
@@ -8,6 +10,53 @@ export const apiKey = () => inject('apiKey');
 
 /** JSON request headers with the tests' API key (or another key). */
 export const authHeaders = (key: string = apiKey()): Record<string, string> => ({ 'content-type': 'application/json', authorization: `Bearer ${key}` });
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export interface Answer {
+  status: number;
+  /** The JSON body, or null when there is none. */
+  json: any;
+  headers: Headers;
+}
+
+/** An API call with a key (the tests' own by default), a JSON body when given, extra headers, on the shared edge or another one at `base`. */
+export async function api(method: string, path: string, body?: unknown, key: string = apiKey(), extra: Record<string, string> = {}, base: string = edgeUrl()): Promise<Answer> {
+  const response = await fetch(base + path, {
+    method,
+    headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...extra },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: response.status, json: await response.json().catch(() => null), headers: response.headers };
+}
+
+/** Polls `probe` until it gives something truthy (returned), or fails naming `what` after `timeoutMs`. */
+export async function waitFor<T>(what: string, probe: () => Promise<T | null | undefined | false>, timeoutMs = 30_000, everyMs = 200): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}
+
+/**
+ * Rows of a query on the shared edge's local D1, read the way wrangler reads
+ * it (`wrangler d1 execute --local`, on the persistence directory
+ * test/support/edge-stack.ts gives that edge: `.wrangler/test-state-<port>`):
+ * for what is stored but no route shows, such as sealed secrets. The query is
+ * a literal: wrangler binds no parameters, so callers put only ids they
+ * checked into it.
+ */
+export async function queryLocalD1<T = Record<string, unknown>>(sql: string): Promise<T[]> {
+  const persistTo = `.wrangler/test-state-${new URL(edgeUrl()).port}`;
+  const args = ['node_modules/wrangler/bin/wrangler.js', 'd1', 'execute', 'DB', '--local', '--env', 'test', '--persist-to', persistTo, '--json', '--command', sql];
+  const { stdout } = await promisify(execFile)(process.execPath, args, { env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CI: '1' }, maxBuffer: 16 * 2 ** 20 });
+  // `--json` prints one array of statement results; anything wrangler prints around it is not ours.
+  const results = JSON.parse(stdout.slice(stdout.indexOf('['), stdout.lastIndexOf(']') + 1)) as Array<{ results: T[] }>;
+  return results.flatMap((r) => r.results);
+}
 
 /** An admin API call on the shared edge. */
 export async function admin(method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> {

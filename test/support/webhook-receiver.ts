@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -14,9 +15,10 @@ import { Webhook } from 'standardwebhooks';
  * "flaky" (a share of 5xx, hangs past the sender's timeout and dropped
  * connections).
  *
- * Tests: `startReceiver(port)` spawns it; `configure(name, behaviour)` sets
- * how POST /hooks/<name> answers and which secrets verify it;
- * `received(name)` reads what arrived.
+ * Tests: `startReceiver(port)` spawns it (port 0: any free port, read back
+ * from what it prints); `configure(name, behaviour)` sets how POST
+ * /hooks/<name> answers and which secrets verify it; `received(name)` reads
+ * what arrived. The job benchmark (bench/jobs.ts) uses it the same way.
  *
  * To try webhooks by hand (README: Jobs and webhooks):
  *   npx tsx test/support/webhook-receiver.ts --port 9000 --secret whsec_…
@@ -123,7 +125,7 @@ async function serve(port: number, defaults: Behaviour, print: boolean): Promise
     json(res, answer, answer < 300 ? { ok: true } : { error: `receiver mode ${behaviour.mode}`, ...(behaviour.bodyBytes ? { pad: 'é'.repeat(behaviour.bodyBytes / 2) } : {}) });
   });
   server.keepAliveTimeout = 1_000;
-  server.listen(port, '127.0.0.1', () => console.log(`[webhook-receiver] listening on http://127.0.0.1:${port}`));
+  server.listen(port, '127.0.0.1', () => console.log(`[webhook-receiver] listening on http://127.0.0.1:${(server.address() as AddressInfo).port}`));
   const stop = () => server.close(() => process.exit(0));
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
@@ -187,17 +189,20 @@ export interface Receiver {
   stop(): Promise<void>;
 }
 
+/** Spawns a receiver on `port` (0: a free port the system picks) and waits until it answers. */
 export async function startReceiver(port: number): Promise<Receiver> {
-  const url = `http://127.0.0.1:${port}`;
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--port', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--port', String(port), '--quiet'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout!.on('data', (chunk) => (output += chunk));
   child.stderr!.on('data', (chunk) => (output += chunk));
   const deadline = Date.now() + 20_000;
+  let url = '';
   for (;;) {
     if (child.exitCode !== null) throw new Error(`the webhook receiver exited:\n${output}`);
+    // Its address is what it says it listens on (the port it was given, or the one it got).
+    url ||= /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(output)?.[1] ?? '';
     try {
-      if ((await fetch(`${url}/__received/none`)).ok) break;
+      if (url && (await fetch(`${url}/__received/none`)).ok) break;
     } catch {
       /* not yet */
     }

@@ -84,7 +84,7 @@ export class EngineOriginClient implements OriginClient {
     const started = performance.now();
     const draftTokens = draft.map((d) => d.token);
     const greedy = isGreedy(sampling);
-    const scored = await this.scorer.score(context, draftTokens, greedy ? 1 : sampling.top_k, signal);
+    const scored = await this.scorer.score(context, draftTokens, this.rowSize(sampling, request.logprobs), signal);
     const forwardMs = performance.now() - started;
     let outcome;
     if (greedy) {
@@ -94,9 +94,11 @@ export class EngineOriginClient implements OriginClient {
       const verify = request.method === 'block' ? verifyBlock : verifyTokenLevel;
       outcome = verify(draft, p, roundRng(sampling.seed, sampling.offset), sampling.offset);
     }
+    const logprobs = request.logprobs === undefined ? undefined : outcome.tokens.map((token, i) => this.rowLogprob(scored.rows[i], token, request.logprobs!));
     const reply = {
       accepted: outcome.acceptedCount,
       tokens: outcome.tokens,
+      ...(logprobs ? { logprobs } : {}),
       origin: { id: this.options.id, forward_ms: Math.round(forwardMs * 100) / 100, cached_tokens: scored.cachedTokens },
     };
     // The verdict is computed here, but its tokens come from the engine's rows (a greedy top-1 is not range-checked).
@@ -132,7 +134,7 @@ export class EngineOriginClient implements OriginClient {
       }
       const started = performance.now();
       const greedy = isGreedy(sampling);
-      const scored = await this.scorer.score(tokens, [], greedy ? 1 : sampling.top_k, signal);
+      const scored = await this.scorer.score(tokens, [], this.rowSize(sampling, request.logprobs), signal);
       const forwardMs = performance.now() - started;
       forwardTotal += forwardMs;
       if (i === 0) cachedTokens = scored.cachedTokens;
@@ -140,13 +142,35 @@ export class EngineOriginClient implements OriginClient {
       const token = greedy ? topToken(row) : sampleFrom(this.distribution(row, sampling), rng.uniform(sampling.offset + i, 'sample'));
       if (token >= this.options.vocabSize) throw formatError(this.scorer.kind, this.options.id, `token ${token} is outside the vocabulary (${this.options.vocabSize})`);
       tokens.push(token);
-      yield { type: 'token', token, forward_ms: forwardMs };
+      const logprob = request.logprobs === undefined ? {} : { logprob: this.rowLogprob(row, token, request.logprobs) };
+      yield { type: 'token', token, forward_ms: forwardMs, ...logprob };
       if (stopIds.has(token)) {
         yield done('stop');
         return;
       }
     }
     yield done('length');
+  }
+
+  /** Entries per scored position: what decoding needs (top-1, or top_k), or more when the caller asked for that many alternatives. */
+  private rowSize(sampling: Omit<WireSampling, 'offset'>, logprobs: number | undefined): number {
+    const decoding = isGreedy(sampling) ? 1 : sampling.top_k;
+    if (logprobs !== undefined && logprobs > this.options.topLogprobs) {
+      throw new ApiError(400, `origin ${this.options.id} is a ${this.scorer.kind} engine that returns at most ${this.options.topLogprobs} log-probabilities per position (asked for ${logprobs})`, 'logprobs', 'logprobs_unsupported_by_origin');
+    }
+    return Math.max(decoding, logprobs ?? 0);
+  }
+
+  /**
+   * An emitted token's log-probability and alternatives from the engine's row: the engine's own raw
+   * log-probabilities (vLLM's default logprobs mode, SGLang's), the same distribution the reference
+   * origin reports. The token is always in the row: greedy emits the row's top, sampling draws within top_k ≤ N.
+   */
+  private rowLogprob(row: Array<[number, number]>, token: number, top: number): { logprob: number; top: Array<[number, number]> } {
+    const own = row.find(([id]) => id === token);
+    if (!own) throw formatError(this.scorer.kind, this.options.id, `the emitted token ${token} is not among the returned log-probabilities`);
+    const sorted = [...row].sort((a, b) => b[1] - a[1] || a[0] - b[0]);
+    return { logprob: Math.min(0, own[1]), top: sorted.slice(0, top).map(([id, lp]) => [id, Math.min(0, lp)]) };
   }
 
   private assertSupported(sampling: Omit<WireSampling, 'offset'>) {

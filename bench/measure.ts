@@ -1,0 +1,93 @@
+import type { BenchRecord } from './records';
+import { streamCompletion, type EdgeTarget } from './sse';
+
+/**
+ * The measuring loop the generation suites share (bench/speculation.ts,
+ * bench/proposers.ts, bench/block-verification.ts): send one streamed
+ * completion and read its timing and `speculation` stats (`streamOnce`), run
+ * every mode on every item in rotating order so all modes see the same
+ * machine load (`interleaved`), and sum a mode's runs into one record
+ * (`summarise`).
+ */
+export interface Run {
+  tokens: number;
+  wallMs: number;
+  ttftMs: number;
+  /** Target passes whose output was used (verify rounds + origin-decoded tokens). */
+  rounds: number;
+  /** Every target pass, discarded pipelined blocks included. */
+  targetPasses: number;
+  originTokens: number;
+  drafted: number;
+  accepted: number;
+  draftMs: number;
+  /** Target forward time the origin reported (held to the cost model's duration on the GPU-cost-model origin). */
+  originForwardMs: number;
+  handedOver: boolean;
+  /** `speculation.proposers`: per proposer that drafted, its verify rounds, drafted and accepted tokens. */
+  proposers: Record<string, { rounds: number; drafted: number; accepted: number }>;
+  /** `usage.completion_tokens_details.accepted_prediction_tokens` when the request carried a prediction, else 0. */
+  acceptedPrediction: number;
+}
+
+export async function streamOnce(edge: EdgeTarget, body: Record<string, unknown>): Promise<Run> {
+  const { ttftMs, wallMs, last } = await streamCompletion(edge, body);
+  const s = last.speculation;
+  return {
+    tokens: last.usage.completion_tokens,
+    wallMs,
+    ttftMs,
+    rounds: s.rounds,
+    targetPasses: s.target_passes ?? s.rounds,
+    originTokens: s.origin_tokens ?? 0,
+    drafted: s.drafted,
+    accepted: s.accepted,
+    draftMs: s.draft_ms,
+    originForwardMs: s.origin_forward_ms ?? 0,
+    handedOver: s.handover_at != null,
+    proposers: s.proposers ?? {},
+    acceptedPrediction: body.prediction ? (last.usage.completion_tokens_details?.accepted_prediction_tokens ?? 0) : 0,
+  };
+}
+
+/**
+ * Item i runs every mode, starting at mode i mod modes.length (a rotating
+ * order, so no mode always runs first after a change of prompt). `send`
+ * returns the measured run, or null for an unmeasured request (a history
+ * turn, a warm-up); returns each mode's measured runs in item order.
+ */
+export async function interleaved<M extends { mode: string }>(modes: M[], items: number, send: (mode: M, item: number) => Promise<Run | null>): Promise<Map<string, Run[]>> {
+  const runs = new Map<string, Run[]>(modes.map((m) => [m.mode, []]));
+  for (let i = 0; i < items; i++) {
+    for (let j = 0; j < modes.length; j++) {
+      const m = modes[(i + j) % modes.length];
+      const run = await send(m, i);
+      if (run) runs.get(m.mode)!.push(run);
+    }
+  }
+  return runs;
+}
+
+export function summarise(r: Run[], fields: Pick<BenchRecord, 'suite' | 'mode' | 'rtt_ms' | 'origin_cost'> & Record<string, unknown>): BenchRecord {
+  const sum = (f: (x: Run) => number) => r.reduce((a, x) => a + f(x), 0);
+  const tokens = sum((x) => x.tokens);
+  const verifyRounds = sum((x) => x.rounds - x.originTokens);
+  return {
+    ...fields,
+    tokens_per_s: round((tokens / sum((x) => x.wallMs)) * 1000),
+    ttft_ms: round(median(r.map((x) => x.ttftMs))),
+    target_passes_per_token: round(sum((x) => x.targetPasses) / tokens),
+    // Tokens per verify round (the target's own token included); 1 for origin-only decoding.
+    mean_accepted: verifyRounds > 0 ? round((tokens - sum((x) => x.originTokens)) / verifyRounds) : 1,
+    draft_ms_per_token: sum((x) => x.drafted) ? round(sum((x) => x.draftMs) / sum((x) => x.drafted)) : 0,
+    acceptance_rate: sum((x) => x.drafted) ? round(sum((x) => x.accepted) / sum((x) => x.drafted)) : null,
+    handover_fraction: round(r.filter((x) => x.handedOver).length / r.length),
+    // The origin's forward time per target pass (a decode step for origin-only decoding, a verify pass otherwise).
+    target_ms_per_pass: sum((x) => x.targetPasses) ? round(sum((x) => x.originForwardMs) / sum((x) => x.targetPasses)) : null,
+    tokens,
+    prompts: r.length,
+  };
+}
+
+export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+export const round = (v: number) => Math.round(v * 100) / 100;
