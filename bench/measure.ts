@@ -13,11 +13,15 @@ export interface Run {
   tokens: number;
   wallMs: number;
   ttftMs: number;
-  /** Target passes whose output was used (verify rounds + origin-decoded tokens). */
+  /** Target passes whose output was used (verify rounds, at the edge or the origin, + tokens the origin decoded alone). */
   rounds: number;
   /** Every target pass, discarded pipelined blocks included. */
   targetPasses: number;
+  /** Tokens the origin decoded alone (origin-only, or a hand-over to an origin without a draft). */
   originTokens: number;
+  /** Tokens the origin speculated itself (placement "origin", or a hand-over to a drafting origin). */
+  originSpeculated: number;
+  /** Drafted and accepted tokens, wherever drafting happened. */
   drafted: number;
   accepted: number;
   draftMs: number;
@@ -33,16 +37,18 @@ export interface Run {
 export async function streamOnce(edge: EdgeTarget, body: Record<string, unknown>): Promise<Run> {
   const { ttftMs, wallMs, last } = await streamCompletion(edge, body);
   const s = last.speculation;
+  const atOrigin = s.origin_speculation ?? { rounds: 0, drafted: 0, accepted: 0, tokens: 0, draft_ms: 0 };
   return {
     tokens: last.usage.completion_tokens,
     wallMs,
     ttftMs,
     rounds: s.rounds,
     targetPasses: s.target_passes ?? s.rounds,
-    originTokens: s.origin_tokens ?? 0,
-    drafted: s.drafted,
-    accepted: s.accepted,
-    draftMs: s.draft_ms,
+    originTokens: (s.origin_tokens ?? 0) - atOrigin.tokens,
+    originSpeculated: atOrigin.tokens,
+    drafted: s.drafted + atOrigin.drafted,
+    accepted: s.accepted + atOrigin.accepted,
+    draftMs: s.draft_ms + atOrigin.draft_ms,
     originForwardMs: s.origin_forward_ms ?? 0,
     handedOver: s.handover_at != null,
     proposers: s.proposers ?? {},
@@ -56,8 +62,8 @@ export async function streamOnce(edge: EdgeTarget, body: Record<string, unknown>
  * returns the measured run, or null for an unmeasured request (a history
  * turn, a warm-up); returns each mode's measured runs in item order.
  */
-export async function interleaved<M extends { mode: string }>(modes: M[], items: number, send: (mode: M, item: number) => Promise<Run | null>): Promise<Map<string, Run[]>> {
-  const runs = new Map<string, Run[]>(modes.map((m) => [m.mode, []]));
+export async function interleaved<M extends { mode: string }, R = Run>(modes: M[], items: number, send: (mode: M, item: number) => Promise<R | null>): Promise<Map<string, R[]>> {
+  const runs = new Map<string, R[]>(modes.map((m) => [m.mode, []]));
   for (let i = 0; i < items; i++) {
     for (let j = 0; j < modes.length; j++) {
       const m = modes[(i + j) % modes.length];
@@ -82,6 +88,8 @@ export function summarise(r: Run[], fields: Pick<BenchRecord, 'suite' | 'mode' |
     draft_ms_per_token: sum((x) => x.drafted) ? round(sum((x) => x.draftMs) / sum((x) => x.drafted)) : 0,
     acceptance_rate: sum((x) => x.drafted) ? round(sum((x) => x.accepted) / sum((x) => x.drafted)) : null,
     handover_fraction: round(r.filter((x) => x.handedOver).length / r.length),
+    // Of the tokens, those speculated at the origin (placement "origin", or an adaptive hand-over to a drafting origin).
+    origin_speculated_fraction: round(sum((x) => x.originSpeculated) / tokens),
     // The origin's forward time per target pass (a decode step for origin-only decoding, a verify pass otherwise).
     target_ms_per_pass: sum((x) => x.targetPasses) ? round(sum((x) => x.originForwardMs) / sum((x) => x.targetPasses)) : null,
     tokens,

@@ -10,7 +10,7 @@ export function renderMarkdown(run: { date: string; command: string; seconds: nu
     if (!carried.has(r.carried_from)) carried.set(r.carried_from, new Set());
     carried.get(r.carried_from)!.add(r.suite);
   }
-  for (const [from, suites] of carried) lines.push(`Suites ${[...suites].map((s) => `\`${s}\``).join(', ')}: carried over from ${from}.`, '');
+  for (const [from, suites] of carried) lines.push(`${suites.size > 1 ? 'Suites' : 'Suite'} ${[...suites].map((s) => `\`${s}\``).join(', ')}: carried over from ${from}.`, '');
   const known = new Set(['draft-speed', 'speculation', 'block-verification', 'proposers']);
 
   const speed = run.records.filter((r) => r.suite === 'draft-speed');

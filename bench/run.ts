@@ -105,6 +105,8 @@ const suites: Array<{ name: string; run: (ctx: BenchContext) => Promise<BenchRec
     },
   },
   { name: 'proposers', run: async (ctx) => (await import('./proposers')).proposersSuite(ctx) },
+  // Edge vs origin-side drafting vs origin-only across the RTT sweep (bench/placement.ts).
+  { name: 'placement', run: async (ctx) => (await import('./placement')).placementSuite(ctx) },
   {
     // Its own two origins and edge (bench/failover.ts): one origin is killed halfway.
     name: 'failover',
@@ -118,8 +120,9 @@ const suites: Array<{ name: string; run: (ctx: BenchContext) => Promise<BenchRec
 ];
 
 log(`${quick ? 'quick' : 'full'} run; models ${targetDir} + ${draftDir}`);
-const measured = await startOrigin({ port: port(1, 28788), targetDir, id: 'origin-measured', log });
-const gpuModel = await startOrigin({ port: port(3, 21792), targetDir, id: 'origin-gpu-model', args: ['--cost-model', GPU_COST_MODEL], log }).catch(async (err) => {
+// Both origins host the draft too, so the placement suite can draft next to the target.
+const measured = await startOrigin({ port: port(1, 28788), targetDir, id: 'origin-measured', originDraftDir: draftDir, log });
+const gpuModel = await startOrigin({ port: port(3, 21792), targetDir, id: 'origin-gpu-model', originDraftDir: draftDir, args: ['--cost-model', GPU_COST_MODEL], log }).catch(async (err) => {
   await measured.stop();
   throw err;
 });

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { DEFAULT_KEY_ID, KEY_ID_PATTERN } from '../shared/origin-auth';
 import type { Env } from './env';
 import { DEFAULT_PROPOSER, PROPOSER_KINDS, type ProposerKind } from './proposers/kinds';
+import { ASSUMED_DRAFT_MS_PER_TOKEN } from './speculation/controller';
 import { parseOrigins, type OriginSpec } from './upstream/config';
 
 /** The edge's configuration, parsed once from wrangler vars with a clear message on a bad value. */
@@ -19,6 +20,8 @@ export interface EdgeConfig {
   pipelineDepth: number;
   /** Early stop below this draft top probability; applies to adaptive mode unless a request sets it. */
   draftMinConfidence: number;
+  /** What a model draft costs per token where the clock cannot tell (deployed Workers): the adaptive controller's assumption (functions/speculation/controller.ts). */
+  draftMsPerToken: number;
   draftQEntries: number;
   originTimeoutMs: number;
   /** ORIGINS when set, else ORIGIN_URL as the one reference origin (functions/upstream/config.ts). */
@@ -57,6 +60,7 @@ const configSchema = z.object({
   PIPELINE_DEPTH: intVar(1, 8, 2),
   DRAFT_MIN_CONFIDENCE: z.coerce.number().min(0).max(1).optional().transform((v) => v ?? 0.3),
   DRAFT_Q_ENTRIES: intVar(1, 256, 32),
+  DRAFT_MS_PER_TOKEN: z.coerce.number().positive('DRAFT_MS_PER_TOKEN must be a positive number of ms').max(1000).optional().transform((v) => v ?? ASSUMED_DRAFT_MS_PER_TOKEN),
   ORIGIN_TIMEOUT_MS: intVar(100, 600_000, 30_000),
   ORIGIN_SECRET: z.string().min(16, 'ORIGIN_SECRET must be at least 16 characters (use a random 32-byte hex string)').optional().or(z.literal('').transform(() => undefined)),
   ORIGIN_SECRET_ID: z.string().regex(KEY_ID_PATTERN, 'ORIGIN_SECRET_ID: letters, digits, ".", "_" or "-" (at most 64)').default(DEFAULT_KEY_ID),
@@ -112,6 +116,7 @@ export function edgeConfig(env: Env): EdgeConfig {
     defaultProposer: v.SPECULATION_PROPOSER,
     pipelineDepth: v.PIPELINE_DEPTH,
     draftMinConfidence: v.DRAFT_MIN_CONFIDENCE,
+    draftMsPerToken: v.DRAFT_MS_PER_TOKEN,
     draftQEntries: v.DRAFT_Q_ENTRIES,
     originTimeoutMs: v.ORIGIN_TIMEOUT_MS,
     origins,

@@ -25,6 +25,8 @@ export interface Env {
   PIPELINE_DEPTH?: string;
   /** Adaptive mode's early stop: draft top probability below which drafting stops (0 = off). */
   DRAFT_MIN_CONFIDENCE?: string;
+  SPECULATION_PROPOSER?: string;
+  DRAFT_MS_PER_TOKEN?: string;
   /** Entries of the draft's sparse proposal q sent per sampled token. */
   DRAFT_Q_ENTRIES?: string;
   /** Milliseconds before an origin call is abandoned. */

@@ -57,8 +57,10 @@ export async function* speculateTokens(
       return { accepted: result.accepted, tokens: result.tokens, ...(result.logprobs ? { logprobs: result.logprobs } : {}), origin: { id: '', forward_ms: result.forwardMs, cached_tokens: result.cachedTokens } };
     },
   };
+  // The hybrid: suffix matches over the context itself cost no draft step (the tenant's history stays at the edge),
+  // else the draft model; the caller's prediction is tried before either.
   const proposer = () =>
-    proposerFor('draft-model', { lm: draft }, { qEntries: Q_ENTRIES, promptLength: request.context.length - offset, prediction: speculate.prediction });
+    proposerFor('hybrid', { lm: draft }, { qEntries: Q_ENTRIES, promptLength: request.context.length - offset, prediction: speculate.prediction, history: null });
   const plan = { mode: 'lockstep' as const, method: speculate.method, draftLength: speculate.draft_length, depth: 1, minConfidence: 0, maxMatchDraft: 4 * speculate.draft_length };
   // A private link estimator: these rounds have no link, and must not teach anything else.
   const rounds = decode(input, plan, proposer, local, stats, signal, new LinkEstimator());

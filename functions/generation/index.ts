@@ -10,7 +10,6 @@ import { draftPrefixCache, tenantOrigin } from '../prefix-cache';
 import {
   createProposer,
   DEFAULT_MAX_MATCH_DRAFT,
-  DEFAULT_PROPOSER,
   MATCH_DRAFT_FACTOR,
   predictionUsage,
   proposerFor,
@@ -22,6 +21,7 @@ import {
 } from '../proposers';
 import { PROMPT_LOOKUP_DEFAULTS } from '../proposers/prompt-lookup';
 import { reserveUsage } from '../rate-limit';
+import { isolateLink } from '../speculation/controller';
 import { decode, type FinishReason, type GenerationInput, type SpeculationPlan } from '../speculation/loop';
 import { GenerationRecord } from '../speculation/record';
 import { newStats, statsToJson } from '../speculation/stats';
@@ -125,6 +125,8 @@ export async function startGeneration(deps: GenerationDeps, request: GenerationR
   });
   const maxPositions = Math.min(engine.config.maxPositions, targetLimits.maxPositions);
   const plan: SpeculationPlan = { ...planned, originDrafts: targetLimits.drafts ?? false };
+  // Where the clock cannot time drafting (deployed Workers), the controller assumes this cost per drafted token.
+  isolateLink.assumedDraftMsPerToken = config.draftMsPerToken;
   if (prompt.length >= maxPositions) {
     throw new ApiError(413, `This model's maximum context length is ${maxPositions} tokens; the prompt has ${prompt.length} and leaves no room to generate.`, 'prompt', 'context_length_exceeded');
   }
@@ -164,9 +166,9 @@ export async function startGeneration(deps: GenerationDeps, request: GenerationR
     let proposer: Proposer | null = null;
     const spec = request.speculation ?? {};
     // The tenant's recent outputs (functions/suffix-history): this isolate's index, filled from the tenant's SuffixHistory object first if it never was.
-    const history = usesTenantHistory(spec.proposer ?? DEFAULT_PROPOSER) ? await tenantSuffixIndex(env, caller.cacheSalt, deps.waitUntil) : null;
+    const history = usesTenantHistory(spec.proposer ?? config.defaultProposer) ? await tenantSuffixIndex(env, caller.cacheSalt, deps.waitUntil) : null;
     const newProposer = () =>
-      (proposer = proposerFor(spec.proposer ?? DEFAULT_PROPOSER, engine, {
+      (proposer = proposerFor(spec.proposer ?? config.defaultProposer, engine, {
         qEntries: config.draftQEntries,
         prefix: restored?.prefix,
         promptLength: prompt.length,

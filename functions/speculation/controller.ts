@@ -50,11 +50,26 @@ export type RoundPlan = { action: 'speculate'; draftLength: number; expectedToke
 const DECAY = 0.97;
 
 /**
+ * The draft step's cost per token when the clock cannot measure it (ms): a
+ * deployed Worker's clock stands still during computation and moves only
+ * across I/O (ARCHITECTURE.md: The clock), so a model draft times as exactly
+ * 0 ms and its real cost lands in the next verify call's wall time. Measured
+ * in workerd on the shipped draft: 0.8-1.1 ms greedy, 1.5 ms sampled
+ * (wrangler.toml's CPU budget uses the same numbers); `DRAFT_MS_PER_TOKEN`
+ * sets it for another draft or machine.
+ */
+export const ASSUMED_DRAFT_MS_PER_TOKEN = 1.5;
+
+/**
  * Running estimates for one edge–origin link. `forward(n)` is a ridge-regularised
  * line fitted to (tokens verified, origin forward ms): flat on a GPU, rising on
  * a CPU origin.
  */
 export class LinkEstimator {
+  /** Used for a round whose model draft timed as 0 ms (a frozen clock); `calibrate` sets it from configuration. */
+  assumedDraftMsPerToken = ASSUMED_DRAFT_MS_PER_TOKEN;
+  /** Rounds whose draft time the clock could not see (deployed Workers): their drafting was taken out of the link. */
+  frozenClockRounds = 0;
   private acceptance = { greedy: { accepted: 0, rejected: 0 }, sampled: { accepted: 0, rejected: 0 } };
   private draftPerToken = { sum: 0, weight: 0 };
   private link = { sum: 0, weight: 0 };
@@ -63,14 +78,19 @@ export class LinkEstimator {
   observations = 0;
 
   observeRound(round: RoundObservation, greedy: boolean) {
+    // A model draft that took exactly no time was not measured (a frozen clock): its cost is the assumed
+    // one, and it sits inside the verify wall time, which would otherwise teach a link k·t_draft too slow.
+    const frozen = round.modelDraft !== false && round.drafted > 0 && round.draftMs === 0;
+    const draftMs = frozen ? round.drafted * this.assumedDraftMsPerToken : round.draftMs;
+    if (frozen) this.frozenClockRounds++;
     if (round.modelDraft !== false) {
       const counts = this.acceptance[greedy ? 'greedy' : 'sampled'];
       counts.accepted = counts.accepted * DECAY + round.accepted;
       // Token-level verification stops at the first rejection: one rejection per round that was cut short.
       counts.rejected = counts.rejected * DECAY + (round.accepted < round.drafted ? 1 : 0);
-      if (round.drafted > 0) this.addDraftTime(round.draftMs / round.drafted);
+      if (round.drafted > 0) this.addDraftTime(draftMs / round.drafted);
     }
-    this.addLink(Math.max(0, round.verifyWallMs - round.forwardMs));
+    this.addLink(Math.max(0, round.verifyWallMs - round.forwardMs - (frozen ? draftMs : 0)));
     // A few re-run positions are normal (a block-granular origin cache); a prompt prefill is not a decode step.
     if ((round.prefillTokens ?? 0) <= 32) this.addForward(round.drafted + 1, round.forwardMs);
     this.observations++;

@@ -34,7 +34,7 @@ describe('draft placement', () => {
     expect(spec.target_passes).toBeLessThan(origin.json.usage.completion_tokens);
     const sources = origin.json.speculation.record.tokens.map((t: any) => t.source);
     expect(sources).toContain('draft-accepted');
-    expect(sources.every((s: string) => ['draft-accepted', 'target-correction', 'bonus'].includes(s))).toBe(true);
+    expect(sources.every((s: string) => ['draft-accepted', 'suffix', 'target-correction', 'bonus'].includes(s))).toBe(true);
     expect(edge.json.speculation.placement).toBe('edge');
   });
 

@@ -1,17 +1,10 @@
-import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SuffixProposer } from '../../functions/proposers/suffix';
-import { seedModels } from '../../scripts/seed-models';
-import { adminApi, applyMigrations, supervise, type Service } from '../../scripts/stack';
-import { readWranglerConfig } from '../../scripts/wrangler-config';
 import { edgeUrl, originGreedy, originUrl, sleep } from '../support/edge-client';
 import { DRAFT_DIR, loadFolderTokenizer, TARGET_DIR } from '../support/models';
 import { heldOutPrompts } from '../support/prompts';
+import { startIsolatePair, type IsolatePair } from '../support/second-isolate';
 
 /**
  * The tenant's suffix history is durable and the tenant's own, across
@@ -22,10 +15,6 @@ import { heldOutPrompts } from '../support/prompts';
  * one SuffixHistory namespace, as in a deployment. Both use one persistence
  * directory (one D1: the same tenants and keys; one R2: the draft model).
  *
- * test/support/second-isolate.ts shares only RATE_LIMITER (a Durable Object's
- * local storage is named by its Worker and class, so B's own SuffixHistory
- * would be a different namespace), hence the pair is started here.
- *
  *   1. An output a tenant got through edge A drafts (accepted, greedy) for a
  *      repeat of the request through edge B, which never served the tenant;
  *      a fresh tenant's same request on B drafts nothing.
@@ -35,87 +24,8 @@ import { heldOutPrompts } from '../support/prompts';
 const edgePort = Number(new URL(edgeUrl()).port);
 // Next to this run's own edge port (TEST_EDGE_PORT), so parallel runs on other ports never collide.
 const ports: [number, number] = [Number(process.env.TEST_SUFFIX_ISOLATE_A_PORT ?? edgePort + 10), Number(process.env.TEST_SUFFIX_ISOLATE_B_PORT ?? edgePort + 11)];
-const SHARED = ['SUFFIX_HISTORY', 'RATE_LIMITER'];
-const wranglerEnv = { ...process.env, WRANGLER_SEND_METRICS: 'false', CLOUDFLARE_CF_FETCH_ENABLED: 'false', CI: '1' };
 
-interface Pair {
-  a: Service;
-  b: Service;
-  createTenantKey(): Promise<{ key: string }>;
-  stop(): Promise<void>;
-}
-
-/** wrangler.toml's test Worker as a JSON config under `name`; `host`: the Worker whose objects the SHARED bindings use. */
-function workerConfig(name: string, host?: string): Record<string, unknown> {
-  const config = readWranglerConfig('wrangler.toml', 'test') as unknown as {
-    main: string;
-    compatibility_date: string;
-    compatibility_flags: string[];
-    rules: unknown[];
-    vars: Record<string, unknown>;
-    r2_buckets: unknown[];
-    d1_databases: Array<{ binding: string; database_name: string; database_id: string }>;
-    durable_objects: { bindings: Array<{ name: string; class_name: string }> };
-    migrations: Array<{ tag: string; new_sqlite_classes?: string[] }>;
-  };
-  const bindings = config.durable_objects.bindings.map(({ name: binding, class_name }) => ({ name: binding, class_name, ...(host && SHARED.includes(binding) ? { script_name: host } : {}) }));
-  const hosted = new Set(config.durable_objects.bindings.filter((b) => SHARED.includes(b.name)).map((b) => b.class_name));
-  // The Worker that hosts no such class declares no migration for it.
-  const migrations = host
-    ? config.migrations.map((m) => ({ ...m, new_sqlite_classes: (m.new_sqlite_classes ?? []).filter((c) => !hosted.has(c)) })).filter((m) => m.new_sqlite_classes.length)
-    : config.migrations;
-  return {
-    name,
-    main: resolve(config.main),
-    compatibility_date: config.compatibility_date,
-    compatibility_flags: config.compatibility_flags,
-    rules: config.rules,
-    vars: config.vars,
-    r2_buckets: config.r2_buckets,
-    d1_databases: config.d1_databases.map(({ binding, database_name, database_id }) => ({ binding, database_name, database_id })),
-    durable_objects: { bindings },
-    migrations,
-  };
-}
-
-async function startPair(): Promise<Pair> {
-  const persistTo = `.wrangler/test-state-suffix-${ports[0]}`;
-  await seedModels({ persistTo, modelDirs: [DRAFT_DIR] });
-  await applyMigrations(persistTo, 'test');
-  const work = await mkdtemp(join(tmpdir(), 'edgespec-suffix-'));
-  // A private dev registry and random names: no other `wrangler dev` on this machine is ever the Worker B reaches.
-  const registry = join(work, 'registry');
-  await mkdir(registry);
-  const suffix = randomBytes(4).toString('hex');
-  const names = { a: `edgespec-suffix-a-${suffix}`, b: `edgespec-suffix-b-${suffix}` };
-  const adminSecret = randomBytes(24).toString('hex');
-  const secretsFile = join(work, 'secrets.env');
-  await writeFile(secretsFile, `ADMIN_SECRET=${adminSecret}\n`, { mode: 0o600 });
-  await writeFile(join(work, 'a.json'), JSON.stringify(workerConfig(names.a)));
-  await writeFile(join(work, 'b.json'), JSON.stringify(workerConfig(names.b, names.a)));
-  const vars = { ORIGIN_URL: originUrl(), DRAFT_MODEL: DRAFT_DIR.split(/[\\/]/).filter(Boolean).pop()! };
-  const start = (name: string, config: string, port: number) => {
-    const url = `http://127.0.0.1:${port}`;
-    const args = ['node_modules/wrangler/bin/wrangler.js', 'dev', '--ip', '127.0.0.1', '--port', String(port), '--inspector-port', '0', '--show-interactive-dev-session=false'];
-    args.push('-c', join(work, config), '--persist-to', persistTo, '--env-file', secretsFile, ...Object.entries(vars).flatMap(([k, v]) => ['--var', `${k}:${v}`]));
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...wranglerEnv, WRANGLER_REGISTRY_PATH: registry, WRANGLER_LOG: process.env.WRANGLER_LOG ?? 'warn' } });
-    return supervise(child, `${url}/health`, url, `[${name}]`, 120_000, {});
-  };
-  const started = await Promise.allSettled([start(names.a, 'a.json', ports[0]), start(names.b, 'b.json', ports[1])]);
-  const [a, b] = started.map((s) => (s.status === 'fulfilled' ? s.value : null));
-  const stop = async () => {
-    await Promise.all([a?.stop(), b?.stop()]);
-    await rm(work, { recursive: true, force: true });
-  };
-  if (!a || !b) {
-    await stop();
-    throw new Error(`starting the two isolates failed:\n${started.flatMap((s) => (s.status === 'rejected' ? [String((s.reason as Error)?.message ?? s.reason)] : [])).join('\n')}`);
-  }
-  const { createTenantKey } = adminApi(a.url, adminSecret);
-  return { a, b, createTenantKey: () => createTenantKey({}), stop };
-}
-
-const pairStart = startPair();
+const pairStart: Promise<IsolatePair> = startIsolatePair({ ports, originUrl: originUrl(), persistTo: `.wrangler/test-state-suffix-${ports[0]}`, draftDir: DRAFT_DIR, shared: ['SUFFIX_HISTORY', 'RATE_LIMITER'] });
 pairStart.catch(() => {}); // reported by the tests that need it
 afterAll(async () => {
   await (await pairStart.catch(() => null))?.stop();
@@ -154,8 +64,8 @@ beforeAll(async () => {
 describe("a tenant's suffix history across isolates (SuffixHistory Durable Object)", () => {
   it('an output written through one isolate becomes an accepted suffix draft in another', async () => {
     const pair = await pairStart;
-    const owner = await pair.createTenantKey();
-    const fresh = await pair.createTenantKey();
+    const owner = await pair.createTenantKey({});
+    const fresh = await pair.createTenantKey({});
     const body = { prompt: chosen.promptIds, max_tokens: maxTokens, temperature: 0, return_token_ids: true };
     const first = await complete(pair.a.url, owner.key, { ...body, speculation: { proposer: 'draft-model', mode: 'lockstep', draft_length: 4 } });
     expect(first.status, JSON.stringify(first.json)).toBe(200);
@@ -183,8 +93,8 @@ describe("a tenant's suffix history across isolates (SuffixHistory Durable Objec
 
   it("another tenant never gets a draft from it, on either isolate", async () => {
     const pair = await pairStart;
-    const owner = await pair.createTenantKey();
-    const other = await pair.createTenantKey();
+    const owner = await pair.createTenantKey({});
+    const other = await pair.createTenantKey({});
     const written = await complete(pair.a.url, owner.key, { prompt: chosen.promptIds, max_tokens: maxTokens, temperature: 0, return_token_ids: true, speculation: { proposer: 'draft-model' } });
     expect(written.status).toBe(200);
     const output: number[] = written.json.choices[0].token_ids;

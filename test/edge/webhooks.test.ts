@@ -125,8 +125,9 @@ describe('delivery semantics', () => {
     const { endpointId, jobId } = await failing;
     const [delivery] = await settled(jobId, 60_000);
     expect(delivery.status).toBe('failed');
-    // 8 attempts (Svix's), or 7 when the 15 s failing window disabled the endpoint before the last.
-    expect(delivery.attempts.length).toBeGreaterThanOrEqual(7);
+    // 8 attempts (Svix's), or fewer when the 15 s failing window disabled the endpoint first: the last gaps
+    // are 1.8 s and 3.6 s on this clock, and a loaded machine stretches every attempt (6 seen under load).
+    expect(delivery.attempts.length).toBeGreaterThanOrEqual(6);
     expect(delivery.attempts.length).toBeLessThanOrEqual(8);
     // Every attempt failed (a 500; under load a pooled connection may also break: also a failure).
     const summary = JSON.stringify(delivery.attempts.map((a: any) => [a.status_code, a.outcome, a.error]));
@@ -136,7 +137,7 @@ describe('delivery semantics', () => {
     const starts = delivery.attempts.map((a: any) => a.started_at * 1000);
     const gaps = starts.slice(1).map((t: number, i: number) => t - starts[i]);
     expect(gaps[4]).toBeGreaterThanOrEqual(1_500);
-    expect(gaps[5]).toBeGreaterThanOrEqual(3_000);
+    if (gaps.length > 5) expect(gaps[5]).toBeGreaterThanOrEqual(3_000);
     // Response snippets are the first KiB, never half a character.
     for (const attempt of delivery.attempts.filter((a: any) => a.status_code === 500)) {
       expect(new TextEncoder().encode(attempt.response_snippet).length).toBeLessThanOrEqual(1024);

@@ -47,7 +47,7 @@ describe('speculation at the origin', () => {
       const speculated = await collect(speculateTokens(target, draft.lm, { ...request(prompt), speculate: { draft_length: 4, method: 'token' } }));
       expect(speculated.tokens).toEqual(alone.tokens);
       expect(speculated.done.speculation!.rounds).toBeLessThan(speculated.tokens.length);
-      expect(speculated.sources.every((s) => ['draft-accepted', 'target-correction', 'bonus'].includes(s))).toBe(true);
+      expect(speculated.sources.every((s) => ['draft-accepted', 'suffix', 'target-correction', 'bonus'].includes(s))).toBe(true);
     }
   });
 

@@ -9,15 +9,17 @@ import { adminApi, applyMigrations, supervise } from '../../scripts/stack';
 
 /**
  * Two edge Workers in two `wrangler dev` processes (two workerd processes, so
- * two isolates that share no memory) that share ONE RateLimiter Durable
- * Object namespace and one local D1 database:
+ * two isolates that share no memory) that share Durable Object namespaces
+ * (RateLimiter by default; `shared` names the bindings) and one local D1 database:
  *
  *   - edge A is the test Worker (wrangler.toml `--env test`, read through
  *     wrangler's own config reader, so bindings, flags and rules are the
- *     file's) under a unique name; it hosts the RateLimiter class;
- *   - edge B is the same Worker under another unique name whose RATE_LIMITER
- *     binding has `script_name` = A's name: it hosts no RateLimiter of its
- *     own, wrangler's dev registry proxies its calls to A's objects;
+ *     file's) under a unique name; it hosts the shared classes;
+ *   - edge B is the same Worker under another unique name whose shared
+ *     bindings have `script_name` = A's name: it hosts none of those classes
+ *     itself, wrangler's dev registry proxies its calls to A's objects (a
+ *     Durable Object's local storage is named by its Worker and class, so
+ *     only this makes one namespace, as in a deployment);
  *   - both use the same --persist-to directory: the same D1 file (tenants
  *     and keys) and the same R2 bucket (the draft model).
  *
@@ -51,17 +53,18 @@ export interface IsolatePairOptions {
   persistTo: string;
   draftDir: string;
   /**
-   * false: B hosts a RateLimiter of its own (no script_name), the negative
-   * control showing the cross-isolate test can tell the difference.
+   * Durable Object bindings B reaches on A (default ['RATE_LIMITER']); [] is
+   * the negative control: B hosts its own, and the cross-isolate tests must
+   * tell the difference.
    */
-  shareRateLimiter?: boolean;
+  shared?: string[];
   log?: (line: string) => void;
 }
 
 const wranglerEnv = { ...process.env, WRANGLER_SEND_METRICS: 'false', CLOUDFLARE_CF_FETCH_ENABLED: 'false', CI: '1' };
 
-/** wrangler.toml's test Worker, as wrangler reads it, as a JSON config of its own under `name`. */
-function testWorkerConfig(name: string, rateLimiterScript?: string): Record<string, unknown> {
+/** wrangler.toml's test Worker, as wrangler reads it, as a JSON config of its own under `name`; `host`: the Worker whose objects the `shared` bindings use. */
+function testWorkerConfig(name: string, host?: string, shared: readonly string[] = []): Record<string, unknown> {
   const config = readWranglerConfig('wrangler.toml', 'test') as unknown as {
     main: string;
     compatibility_date: string;
@@ -73,14 +76,12 @@ function testWorkerConfig(name: string, rateLimiterScript?: string): Record<stri
     durable_objects: { bindings: Array<{ name: string; class_name: string }> };
     migrations: Array<{ tag: string; new_sqlite_classes?: string[] }>;
   };
-  const bindings = config.durable_objects.bindings.map((binding) =>
-    binding.name === 'RATE_LIMITER' && rateLimiterScript ? { name: binding.name, class_name: binding.class_name, script_name: rateLimiterScript } : { name: binding.name, class_name: binding.class_name },
-  );
-  // The Worker that does not host RateLimiter declares no migration for it.
-  const migrations = rateLimiterScript
-    ? config.migrations
-        .map((m) => ({ ...m, new_sqlite_classes: (m.new_sqlite_classes ?? []).filter((c) => c !== 'RateLimiter') }))
-        .filter((m) => m.new_sqlite_classes.length)
+  const isShared = (binding: string) => host !== undefined && shared.includes(binding);
+  const bindings = config.durable_objects.bindings.map(({ name: binding, class_name }) => ({ name: binding, class_name, ...(isShared(binding) ? { script_name: host } : {}) }));
+  const hosted = new Set(config.durable_objects.bindings.filter((b) => isShared(b.name)).map((b) => b.class_name));
+  // The Worker that does not host a class declares no migration for it.
+  const migrations = hosted.size
+    ? config.migrations.map((m) => ({ ...m, new_sqlite_classes: (m.new_sqlite_classes ?? []).filter((c) => !hosted.has(c)) })).filter((m) => m.new_sqlite_classes.length)
     : config.migrations;
   return {
     name,
@@ -111,7 +112,7 @@ export async function startIsolatePair(options: IsolatePairOptions): Promise<Iso
   const configA = join(work, 'a.wrangler.json');
   const configB = join(work, 'b.wrangler.json');
   await writeFile(configA, JSON.stringify(testWorkerConfig(names.a), null, 2));
-  await writeFile(configB, JSON.stringify(testWorkerConfig(names.b, options.shareRateLimiter === false ? undefined : names.a), null, 2));
+  await writeFile(configB, JSON.stringify(testWorkerConfig(names.b, names.a, options.shared ?? ['RATE_LIMITER']), null, 2));
   const draftName = options.draftDir.split(/[\\/]/).filter(Boolean).pop()!;
   const vars = { ORIGIN_URL: options.originUrl, DRAFT_MODEL: draftName };
 
