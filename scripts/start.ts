@@ -58,7 +58,8 @@ await writeLocalCredentials({ adminSecret, apiKey });
 console.log(`
 edgespec is running.
   edge (OpenAI-compatible): ${stack.edgeUrl}/v1
-  origin verifier:          ${stack.originUrl}
+  origin verifier:          ${stack.originUrl} (hosts the draft too: speculation.placement "origin")
+  playground:               ${stack.edgeUrl}/playground/ (paste the key below)
   local API key:            ${apiKey}
   (kept in ${LOCAL_CREDENTIALS} with the local admin secret; \`npm run keys -- list\` manages keys)
 
