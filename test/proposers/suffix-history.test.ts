@@ -158,13 +158,19 @@ describe("an isolate's index kept in step with the tenant's object", () => {
   const secret = range(1000, 1040);
   const probe = [1, 2, 1010, 1011, 1012];
 
-  it("an output recorded in one isolate drafts in another that never saw the tenant", async () => {
+  /** The tenant's `secret` output recorded through isolate one and settled into the object; isolate two has never seen the tenant. */
+  async function recordedThroughOne() {
     const clock = { now: 0 };
     const store = objects();
     const one = isolate(clock);
     const two = isolate(clock);
     one.histories.record(store.for('salt-a'), 'salt-a', secret, one.waitUntil);
     await one.settle();
+    return { clock, store, one, two };
+  }
+
+  it("an output recorded in one isolate drafts in another that never saw the tenant", async () => {
+    const { clock, store, one, two } = await recordedThroughOne();
     expect(store.logs.get('salt-a')!.recent().outputs.map((o) => o.tokens)).toEqual([secret]);
     const index = await two.histories.index(store.for('salt-a'), 'salt-a', two.waitUntil);
     expect(await draft(index, probe)).toEqual(range(1013, 1021));
@@ -246,12 +252,7 @@ describe("an isolate's index kept in step with the tenant's object", () => {
   });
 
   it('two requests filling the same tenant at once both draft from the filled index, holding each output once', async () => {
-    const clock = { now: 0 };
-    const store = objects();
-    const one = isolate(clock);
-    const two = isolate(clock);
-    one.histories.record(store.for('salt-a'), 'salt-a', secret, one.waitUntil);
-    await one.settle();
+    const { clock, store, one, two } = await recordedThroughOne();
     const [a, b] = await Promise.all([two.histories.index(store.for('salt-a'), 'salt-a'), two.histories.index(store.for('salt-a'), 'salt-a')]);
     expect(a).toBe(b);
     expect(a!.size().tokens).toBe(secret.length + 1);
