@@ -3,6 +3,7 @@ import { DEFAULT_KEY_ID, KEY_ID_PATTERN } from '../shared/origin-auth';
 import type { Env } from './env';
 import { DEFAULT_PROPOSER, PROPOSER_KINDS, type ProposerKind } from './proposers/kinds';
 import { ASSUMED_DRAFT_MS_PER_TOKEN } from './speculation/controller';
+import type { SpeculationMode } from './speculation/loop';
 import { parseOrigins, type OriginSpec } from './upstream/config';
 
 /** The edge's configuration, parsed once from wrangler vars with a clear message on a bad value. */
@@ -13,7 +14,7 @@ export interface EdgeConfig {
   draftLength: number;
   verifyMethod: 'token' | 'block';
   /** Default speculation mode (a request's `speculation.mode` overrides it). */
-  speculationMode: 'origin' | 'lockstep' | 'pipelined' | 'adaptive';
+  speculationMode: SpeculationMode;
   /** Default proposer (SPECULATION_PROPOSER; a request's `speculation.proposer` overrides it). */
   defaultProposer: ProposerKind;
   /** Verify requests in flight in pipelined mode. */
@@ -55,7 +56,7 @@ const configSchema = z.object({
   MODEL_ID: z.string().min(1).default('edgespec'),
   DRAFT_LENGTH: intVar(0, 16, 4),
   VERIFY_METHOD: z.enum(['token', 'block']).default('token'),
-  SPECULATION_MODE: z.enum(['origin', 'lockstep', 'pipelined', 'adaptive']).default('lockstep'),
+  SPECULATION_MODE: z.enum(['origin', 'lockstep', 'pipelined', 'adaptive', 'branch-ahead']).default('lockstep'),
   SPECULATION_PROPOSER: z.enum(PROPOSER_KINDS, { message: `SPECULATION_PROPOSER must be one of ${PROPOSER_KINDS.map((k) => `"${k}"`).join(', ')}` }).default(DEFAULT_PROPOSER),
   PIPELINE_DEPTH: intVar(1, 8, 2),
   DRAFT_MIN_CONFIDENCE: z.coerce.number().min(0).max(1).optional().transform((v) => v ?? 0.3),

@@ -26,8 +26,8 @@ export const speculationSchema = z
     /** Draft tokens per round; 0 turns speculation off (origin-only decoding). */
     draft_length: z.number().int().min(0).max(16).optional(),
     method: z.enum(['token', 'block']).optional(),
-    /** lockstep: one verify round in flight; pipelined: up to `depth`; adaptive: the controller picks k or hands over to the origin; origin: no drafting. */
-    mode: z.enum(['origin', 'lockstep', 'pipelined', 'adaptive']).optional(),
+    /** lockstep: one verify round in flight; pipelined: up to `depth`; adaptive: the controller picks k or hands over to the origin; branch-ahead: lockstep, drafting the next block for the likeliest verdicts while one is on the wire; origin: no drafting. */
+    mode: z.enum(['origin', 'lockstep', 'pipelined', 'adaptive', 'branch-ahead']).optional(),
     depth: z.number().int().min(1).max(8).optional(),
     /** Early stop when the draft's top probability falls below this (0 = off). */
     min_confidence: z.number().min(0).max(1).optional(),

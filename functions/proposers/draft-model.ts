@@ -2,7 +2,7 @@ import type { CausalLM, KvCache } from '../../shared/model';
 import { logitsRow, truncateKvCache } from '../../shared/model';
 import { argmax, isGreedy, roundRng, processLogits, sampleFrom, truncateToSparse, type DraftToken } from '../../shared/sampling';
 import type { WireSampling } from '../../shared/protocol';
-import type { ProposeOptions, Proposer } from './types';
+import { yieldToIo, type DraftConfidence, type ProposeOptions, type Proposer } from './types';
 
 export const DRAFT_MODEL = 'draft-model';
 
@@ -26,6 +26,7 @@ export class DraftModelProposer implements Proposer {
   private cache: KvCache;
   /** The tokens the cache holds, position by position. */
   private cachedTokens: number[] = [];
+  lastConfidence?: DraftConfidence[];
 
   constructor(
     private readonly lm: CausalLM,
@@ -49,8 +50,14 @@ export class DraftModelProposer implements Proposer {
     const rng = roundRng(sampling.seed, sampling.offset);
     const vocab = this.lm.config.vocabSize;
     const draft: DraftToken[] = [];
+    const confidence: DraftConfidence[] | undefined = options.confidence ? [] : undefined;
+    this.lastConfidence = confidence;
     let pending = context.slice(this.cache.length);
     for (let i = 0; i < k; i++) {
+      if (i > 0 && options.interrupted) {
+        await yieldToIo();
+        if (options.interrupted()) break;
+      }
       const result = await this.lm.forward(pending, this.cache);
       this.cache = result.cache;
       this.cachedTokens.push(...pending);
@@ -59,6 +66,7 @@ export class DraftModelProposer implements Proposer {
       if (i > 0 && options.minConfidence && topProbability(logits) < options.minConfidence) break;
       const proposal = this.pick(logits, sampling, rng.uniform(sampling.offset + i, 'draft'));
       draft.push(proposal);
+      confidence?.push(confidenceOf(logits, proposal));
       pending = [proposal.token];
     }
     return draft;
@@ -90,6 +98,29 @@ export class DraftModelProposer implements Proposer {
     this.cache = truncateKvCache(this.cache, shared);
     this.cachedTokens.length = shared;
   }
+}
+
+/** How sure the draft was of `proposal`, and its best other token: from q when sampled (q is what it drew from), else the logits. */
+function confidenceOf(logits: Float32Array, proposal: DraftToken): DraftConfidence {
+  if (proposal.q) {
+    let top = 0;
+    let runnerUp = -1;
+    let runnerUpProb = -1;
+    for (const [id, prob] of proposal.q) {
+      top = Math.max(top, prob);
+      if (id !== proposal.token && prob > runnerUpProb) [runnerUp, runnerUpProb] = [id, prob];
+    }
+    // q of one entry: the logits name the runner-up.
+    return { top, runnerUp: runnerUp >= 0 ? runnerUp : secondArgmax(logits, proposal.token) };
+  }
+  return { top: topProbability(logits), runnerUp: secondArgmax(logits, proposal.token) };
+}
+
+/** The index of the largest logit other than `excluded`. */
+function secondArgmax(logits: Float32Array, excluded: number): number {
+  let best = excluded === 0 ? 1 : 0;
+  for (let i = 0; i < logits.length; i++) if (i !== excluded && logits[i] > logits[best]) best = i;
+  return best;
 }
 
 /** The largest softmax probability of `logits` (temperature 1): the draft's confidence in its next token. */

@@ -39,6 +39,8 @@ export interface HybridMember {
 export class HybridProposer implements Proposer {
   readonly name = 'hybrid';
   lastSource: string;
+  /** The fallback's confidences when it drafted the last proposal; none for a match. */
+  lastConfidence?: Proposer['lastConfidence'];
   /** Per source (members and the fallback): decayed accepted, drafted and round counts in this generation. */
   private readonly record = new Map<string, { accepted: number; drafted: number; rounds: number }>();
   draftKv?: Proposer['draftKv'];
@@ -61,11 +63,13 @@ export class HybridProposer implements Proposer {
       const found = member.matcher.match(context, limit);
       if (found && this.wins(member, found)) {
         this.lastSource = member.matcher.name;
+        this.lastConfidence = undefined;
         return matchDraft(found);
       }
     }
     const draft = await this.fallback.propose(context, maxTokens, sampling, options);
     this.lastSource = this.fallback.lastSource ?? this.fallback.name;
+    this.lastConfidence = this.fallback.lastConfidence;
     return draft;
   }
 

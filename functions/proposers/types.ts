@@ -18,6 +18,12 @@ export interface Proposer {
   propose(context: readonly number[], maxTokens: number, sampling: WireSampling, options?: ProposeOptions): Promise<DraftToken[]>;
   /** Which proposer drafted the last proposal: a hybrid's chosen member; absent = `name`. Read right after `propose`. */
   readonly lastSource?: string;
+  /**
+   * Proposers that run a model, after a `propose` with `options.confidence`: per drafted
+   * token, how sure the model was and its second choice (branch-ahead drafting guesses the
+   * target's correction from it: functions/speculation/branch-ahead.ts). Absent for a match.
+   */
+  readonly lastConfidence?: readonly DraftConfidence[];
   /** The verdict on one of its proposals, in the order they were verified (a hybrid adapts to it). */
   observe?(outcome: ProposalOutcome): void;
   /** Proposers that run a model: the KV they hold now (positions of `tokens`), for the prefix cache to store. */
@@ -41,6 +47,22 @@ export interface ProposeOptions {
    * work. Within the verify protocol's 64. Absent = maxTokens.
    */
   maxMatchTokens?: number;
+  /** Record `lastConfidence` for this proposal (a pass over the vocabulary per token, so only when asked). */
+  confidence?: boolean;
+  /**
+   * Checked before each model step after the first: true stops the draft where it is. Branch-ahead
+   * drafting stops when the verdict it drafts for arrives; the draft is then only shorter, which
+   * verification handles like any other length (it does not depend on the target's draws).
+   */
+  interrupted?: () => boolean;
+}
+
+/** The draft model's view of one drafted position. */
+export interface DraftConfidence {
+  /** Probability of the most likely token (temperature 1 for greedy drafts, the processed q when sampled). */
+  top: number;
+  /** The most likely token other than the drafted one. */
+  runnerUp: number;
 }
 
 export interface ProposalOutcome {
@@ -83,4 +105,9 @@ export function matchDraft(match: Match | null): DraftToken[] {
 /** The match bound for one round: `maxMatchTokens` when it is larger, else `maxTokens`. */
 export function matchLimit(maxTokens: number, options: ProposeOptions = {}): number {
   return Math.max(maxTokens, options.maxMatchTokens ?? 0);
+}
+
+/** One macrotask turn: lets a pending fetch resolve between model steps, which run synchronously inside their promises. */
+export function yieldToIo(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
 }

@@ -5,6 +5,7 @@ import type { OriginClient } from '../upstream/client';
 import type { Proposer } from '../proposers';
 import { MATCH_DRAFT_FACTOR, MAX_VERIFY_DRAFT } from '../proposers/kinds';
 import { DRAFT_MODEL } from '../proposers/draft-model';
+import { branchFor, draftBranches, type Branch } from './branch-ahead';
 import { DelayAdaptiveController, isolateLink, type LinkEstimator } from './controller';
 import type { GenerationRecord } from './record';
 import type { SpeculationStats } from './stats';
@@ -35,7 +36,7 @@ export interface GenerationInput {
 export type FinishReason = 'stop' | 'length';
 
 /** How a generation speculates: the request's `speculation` object over the configured defaults. */
-export type SpeculationMode = 'origin' | 'lockstep' | 'pipelined' | 'adaptive';
+export type SpeculationMode = 'origin' | 'lockstep' | 'pipelined' | 'adaptive' | 'branch-ahead';
 
 /**
  * Where drafts are made: in the Worker (the proposers here, a verify round trip
@@ -103,6 +104,10 @@ interface Block {
   verdict: Promise<VerifyResponse>;
   /** Aborts this block's verify call (its answer will not be used). */
   discard: AbortController;
+  /** Branch-ahead: next blocks drafted while this one is on the wire, for the verdicts most likely to come back. */
+  branches?: Promise<Branch[]>;
+  /** Its drafts were a prepared branch: drafted during the previous round's wait. */
+  fromBranch?: boolean;
 }
 
 /**
@@ -126,6 +131,10 @@ interface Block {
  * rest of the generation to the origin's own decoding (`originDecode` from the
  * current position, RNG offset = tokens generated so far), so no token is
  * lost or repeated.
+ *
+ * Branch-ahead (Mirror-SD; ./branch-ahead.ts): lockstep, and while a verify
+ * call is on the wire the edge drafts the next block for the likeliest
+ * verdicts; when the verdict is one of them, that block is sent at once.
  */
 async function* speculate(
   input: GenerationInput,
@@ -147,6 +156,9 @@ async function* speculate(
   const maxMatch = Math.max(plan.draftLength, Math.min(plan.maxMatchDraft ?? plan.draftLength, MAX_VERIFY_DRAFT));
   const startMatch = Math.min(maxMatch, MATCH_DRAFT_FACTOR * plan.draftLength);
   let matchBudget = startMatch;
+  const branchAhead = plan.mode === 'branch-ahead';
+  /** Branch-ahead: the next block, drafted while the last verdict was on the wire, when that verdict came back as guessed. */
+  let prepared: Branch | null = null;
   try {
     while (generated.length < input.maxTokens) {
       // Fill the pipeline.
@@ -176,9 +188,13 @@ async function* speculate(
         // The same per-round generator the origin verifies with (shared/sampling/README.md).
         const sampling = { ...input.sampling, offset: (input.offset ?? 0) + position };
         const draftStarted = now();
-        const draft = k > 0 ? await proposer.propose(context, k, sampling, { minConfidence: plan.minConfidence, maxMatchTokens: matchTokens }) : [];
+        const hit = prepared;
+        prepared = null;
+        // A prepared branch was drafted for exactly this context (branchFor matched the verdict); it is only cut to this round's room.
+        const draft = hit ? hit.draft.slice(0, k) : k > 0 ? await proposer.propose(context, k, sampling, { minConfidence: plan.minConfidence, maxMatchTokens: matchTokens, confidence: branchAhead }) : [];
         if (draft.length > matchTokens) throw new Error(`proposer ${proposer.name} drafted ${draft.length} tokens, more than the ${matchTokens} allowed`);
-        const source = proposer.lastSource ?? proposer.name;
+        const source = hit ? hit.source : (proposer.lastSource ?? proposer.name);
+        const confidence = hit ? hit.confidence : proposer.lastConfidence;
         const sentAt = now();
         signal?.throwIfAborted();
         const discard = new AbortController();
@@ -186,7 +202,9 @@ async function* speculate(
         const verdict = origin.verify({ context, draft, sampling, method: plan.method, ...(input.logprobs !== undefined ? { logprobs: input.logprobs } : {}) }, blockSignal);
         // A discarded block's answer is never awaited: keep its failure from surfacing as unhandled.
         verdict.catch(() => {});
-        inflight.push({ context: context.length, offset: position, draft, source, draftMs: sentAt - draftStarted, sentAt, verdict, discard });
+        const block: Block = { context: context.length, offset: position, draft, source, draftMs: sentAt - draftStarted, sentAt, verdict, discard, fromBranch: hit !== null };
+        if (branchAhead && draft.length > 0) block.branches = branchesWhileWaiting(block, { proposer, context, draft, confidence, input, plan, signal, stats });
+        inflight.push(block);
         stats.draftMs += sentAt - draftStarted;
         stats.drafted += draft.length;
         assumed.push(...draft.map((d) => d.token));
@@ -197,6 +215,8 @@ async function* speculate(
       const block = inflight.shift()!;
       const verdict = await block.verdict;
       const verifyWallMs = now() - block.sentAt;
+      // Drafting stops at its next step boundary once the verdict is in.
+      const branches = block.branches ? await block.branches : [];
       stats.verifyMs += verifyWallMs;
       stats.rounds++;
       stats.accepted += verdict.accepted;
@@ -219,8 +239,8 @@ async function* speculate(
         forwardMs: verdict.origin.forward_ms,
         // The origin ran everything it did not hold: beyond the last context token, that is a prefill.
         prefillTokens: Math.max(0, block.context - verdict.origin.cached_tokens - 1),
-        // A match or prediction says nothing about the draft model's acceptance or speed.
-        modelDraft: block.source === DRAFT_MODEL,
+        // A match or prediction says nothing about the draft model's acceptance or speed; nor does a block drafted while the previous verdict was on the wire (its draft cost no round time).
+        modelDraft: block.source === DRAFT_MODEL && !block.fromBranch,
       };
       if (controller) controller.observe(observation);
       // Lockstep rounds measure the same link: the isolate learns from them too (pipelined wall times overlap, so not those).
@@ -247,6 +267,11 @@ async function* speculate(
         verdict.origin.id,
       );
       generated.push(...emitted);
+      if (block.branches && !finish) {
+        prepared = branchFor(branches, emitted);
+        stats.branchAhead.verdicts++;
+        if (prepared) stats.branchAhead.hits++;
+      }
       yield emitted;
       if (finish) return finish;
     }
@@ -256,6 +281,41 @@ async function* speculate(
     stats.discardedRounds += inflight.length;
     for (const discarded of inflight) discarded.discard.abort();
   }
+}
+
+/** Starts drafting `block`'s branches; they stop when its verdict (or its failure, or the client leaving) arrives. */
+function branchesWhileWaiting(
+  block: Block,
+  at: { proposer: Proposer; context: number[]; draft: DraftToken[]; confidence: Proposer['lastConfidence']; input: GenerationInput; plan: SpeculationPlan; signal?: AbortSignal; stats: SpeculationStats },
+): Promise<Branch[]> {
+  let arrived = false;
+  const settle = () => {
+    arrived = true;
+  };
+  block.verdict.then(settle, settle);
+  const { input } = at;
+  const started = now();
+  const branches = draftBranches({
+    proposer: at.proposer,
+    context: at.context,
+    draft: at.draft,
+    confidence: at.confidence,
+    position: block.offset,
+    sampling: input.sampling,
+    offsetBase: input.offset ?? 0,
+    draftLength: at.plan.draftLength,
+    minConfidence: at.plan.minConfidence,
+    stopTokenIds: input.stopTokenIds,
+    room: Math.min(input.maxTokens - block.offset, input.maxPositions - at.context.length),
+    arrived: () => arrived || at.signal?.aborted === true,
+  }).then((found) => {
+    at.stats.branchAhead.branches += found.length;
+    at.stats.branchAhead.draftMs += now() - started;
+    return found;
+  });
+  // Its outcome is read only when the verdict came; a failure there must not surface as unhandled.
+  branches.catch(() => {});
+  return branches;
 }
 
 /** What the origin is asked to speculate with: the plan's k and rule, and the caller's prediction. */

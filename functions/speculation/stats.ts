@@ -37,6 +37,12 @@ export interface SpeculationStats {
    * Discarded pipelined blocks are in `discardedRounds` only.
    */
   proposers: Record<string, ProposerStats>;
+  /**
+   * Branch-ahead mode: verdicts that had branches drafted for them, how many of those
+   * came back as one branch guessed (its block was then sent without drafting), the
+   * branches drafted, and the edge ms spent drafting them while verdicts were on the wire.
+   */
+  branchAhead: { verdicts: number; hits: number; branches: number; draftMs: number };
 }
 
 export interface ProposerStats {
@@ -66,6 +72,7 @@ export function newStats(strategy: SpeculationMode, draftLength: number, method:
     handoverAt: null,
     handoverReason: null,
     proposers: {},
+    branchAhead: { verdicts: 0, hits: 0, branches: 0, draftMs: 0 },
   };
 }
 
@@ -103,6 +110,11 @@ export function statsToJson(stats: SpeculationStats, emittedTokens: number) {
     handover_at: stats.handoverAt,
     handover_reason: stats.handoverReason,
     origin: [...stats.originIds].join(',') || null,
+    /** Branch-ahead drafting: the share of verdicts whose next block was drafted while they were on the wire. */
+    branch_ahead:
+      stats.strategy === 'branch-ahead'
+        ? { verdicts: stats.branchAhead.verdicts, hits: stats.branchAhead.hits, hit_rate: stats.branchAhead.verdicts ? ms(stats.branchAhead.hits / stats.branchAhead.verdicts) : null, branches: stats.branchAhead.branches, draft_ms: ms(stats.branchAhead.draftMs) }
+        : null,
     proposers: Object.fromEntries(Object.entries(stats.proposers).map(([name, p]) => [name, { ...p }])),
   };
 }

@@ -20,6 +20,7 @@ const cases: Array<{ name: string; speculation: Record<string, unknown> }> = [
   { name: 'pipelined k = 3, depth 2', speculation: { mode: 'pipelined', draft_length: 3, depth: 2 } },
   { name: 'pipelined k = 1, depth 4', speculation: { mode: 'pipelined', draft_length: 1, depth: 4 } },
   { name: 'adaptive (may hand over to the origin mid-generation)', speculation: { mode: 'adaptive', draft_length: 8 } },
+  { name: 'branch-ahead k = 4 (next blocks drafted while verdicts are on the wire)', speculation: { mode: 'branch-ahead', draft_length: 4 } },
   // The test origin hosts the draft too (scripts/stack.ts): the same loop runs next to the target.
   { name: 'placement origin, k = 4', speculation: { placement: 'origin', draft_length: 4 } },
   { name: 'placement origin, k = 3, block verification', speculation: { placement: 'origin', draft_length: 3, method: 'block' } },
@@ -30,6 +31,7 @@ describe('greedy speculative decoding is identical to target-only decoding', () 
     it(`${name}, ${prompts.length} prompts`, async () => {
       let rounds = 0;
       let emitted = 0;
+      let branchHits = 0;
       for (const prompt of prompts) {
         const { status, json } = await complete({ prompt, max_tokens: maxTokens, temperature: 0, return_token_ids: true, speculation });
         expect(status).toBe(200);
@@ -37,12 +39,15 @@ describe('greedy speculative decoding is identical to target-only decoding', () 
         const reference = await originGreedy(choice.prompt_token_ids, maxTokens, eosIds);
         expect(choice.token_ids, `prompt ${JSON.stringify(prompt.slice(-40))}`).toEqual(reference);
         rounds += json.speculation.rounds;
+        if (speculation.mode === 'branch-ahead') branchHits += json.speculation.branch_ahead.hits;
         emitted += choice.token_ids.length;
       }
       // Speculation must actually be happening: fewer rounds than tokens whenever any draft is accepted.
       console.log(`${name}: ${emitted} tokens in ${rounds} rounds, mean accepted length ${(emitted / rounds).toFixed(2)}`);
       // The adaptive controller may rightly decode everything at the origin on a slow machine.
       if (speculation.mode !== 'adaptive') expect(rounds).toBeLessThan(emitted);
+      // Rounds sent from a drafted branch happened, so the identity covers them.
+      if (speculation.mode === 'branch-ahead') expect(branchHits).toBeGreaterThan(0);
     });
   }
 });

@@ -56,16 +56,29 @@ export async function run(
   maxTokens: number,
   sampling: GenerationInput['sampling'],
   plan: SpeculationPlan,
-  options: { proposer?: ProposerFactory; link?: LinkEstimator } = {},
+  options: { proposer?: ProposerFactory; link?: LinkEstimator; verifyDelayMs?: number } = {},
 ) {
   const input: GenerationInput = { prompt, maxTokens, sampling, stopTokenIds: new Set(), maxPositions: h.target.config.maxPositions };
   const stats = newStats(plan.mode, plan.draftLength, plan.method);
   const tokens: number[] = [];
   let made: Proposer | null = null;
   const factory = options.proposer ?? draftModel;
-  const rounds = decode(input, plan, () => (made = factory(h, prompt)), h.origin, stats, undefined, options.link ?? new LinkEstimator());
+  const origin = options.verifyDelayMs ? delayedVerify(h.origin, options.verifyDelayMs) : h.origin;
+  const rounds = decode(input, plan, () => (made = factory(h, prompt)), origin, stats, undefined, options.link ?? new LinkEstimator());
   for await (const piece of rounds) tokens.push(...piece);
   return { tokens, stats, proposer: made as Proposer | null };
+}
+
+/** `origin` whose verify answers arrive `ms` after they are ready, as over a link. */
+function delayedVerify(origin: OriginClient, ms: number): OriginClient {
+  return {
+    ...origin,
+    async verify(request, signal) {
+      const reply = await origin.verify(request, signal);
+      await new Promise((resolve) => setTimeout(resolve, ms));
+      return reply;
+    },
+  };
 }
 
 export const plan = (mode: SpeculationPlan['mode'], extra: Partial<SpeculationPlan> = {}): SpeculationPlan => ({ mode, method: 'token', draftLength: 3, depth: 3, minConfidence: 0, ...extra });

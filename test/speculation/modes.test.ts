@@ -29,6 +29,9 @@ function handoverAfter(roundsBeforeHandover: number): LinkEstimator {
 }
 
 const run = (prompt: number[], maxTokens: number, sampling: GenerationInput['sampling'], p: SpeculationPlan, link = new LinkEstimator()) => runWith(h, prompt, maxTokens, sampling, p, { link });
+/** Branch-ahead drafts while a verdict is on the wire: in process the answer is immediate, so each verify waits `ms` as a link would. */
+const runOverLink = (ms: number, prompt: number[], maxTokens: number, sampling: GenerationInput['sampling'], p: SpeculationPlan) =>
+  runWith(h, prompt, maxTokens, sampling, p, { link: new LinkEstimator(), verifyDelayMs: ms });
 const prompts = [
   [11, 400, 93, 1200, 7, 88, 512],
   [300, 301, 302, 45, 46, 47, 48, 49],
@@ -49,6 +52,22 @@ describe('greedy output is identical to target-only decoding in every mode', () 
       expect(speculative.tokens).toEqual(reference.tokens);
       expect(speculative.stats.drafted).toBeGreaterThan(0);
     }
+  });
+
+  it('branch-ahead: the same tokens, with next blocks drafted while verdicts are on the wire', async () => {
+    let verdicts = 0;
+    let hits = 0;
+    for (const prompt of prompts) {
+      const reference = await run(prompt, 40, greedy, plan('origin', { draftLength: 0 }));
+      const branched = await runOverLink(15, prompt, 40, greedy, plan('branch-ahead', { draftLength: 4 }));
+      expect(branched.tokens).toEqual(reference.tokens);
+      verdicts += branched.stats.branchAhead.verdicts;
+      hits += branched.stats.branchAhead.hits;
+    }
+    console.log(`branch-ahead, greedy: ${hits} of ${verdicts} verdicts came back as a drafted branch`);
+    // Branches were drafted and used, so the identity above covers rounds sent without drafting.
+    expect(verdicts).toBeGreaterThan(10);
+    expect(hits).toBeGreaterThan(0);
   });
 
   it('adaptive hand-over mid-generation: no token lost or repeated', async () => {
@@ -77,6 +96,29 @@ describe('sampled output has the target-only distribution in every mode', () => 
     ['pipelined k=1 depth 2', plan('pipelined', { draftLength: 1, depth: 2 })],
     ['adaptive, hand-over after one round', plan('adaptive', { draftLength: 1 }), () => handoverAfter(1)],
   ];
+  it('branch-ahead k=1: first two tokens (chi-square), the second often drafted as a branch', async () => {
+    const expected = await exactPairs();
+    const counts = new Map<string, number>();
+    let branchSecond = 0;
+    for (let seed = 0; seed < samples; seed++) {
+      // max_tokens 3 leaves room for one branch only: after a one-token round 1 (a rejection), the correction
+      // branch drafts token 2, so a hit means token 2 was verified from a block drafted before round 1's verdict.
+      const { tokens, stats } = await runOverLink(4, prompt, 3, { ...sampling, seed }, plan('branch-ahead', { draftLength: 1 }));
+      const key = tokens.slice(0, 2).join(',');
+      counts.set(key, (counts.get(key) ?? 0) + 1);
+      if (stats.branchAhead.hits > 0) branchSecond++;
+    }
+    expect([...counts.keys()].filter((k) => !expected.has(k))).toEqual([]);
+    const keys = [...expected.keys()];
+    const result = chiSquareTest(
+      keys.map((k) => counts.get(k) ?? 0),
+      keys.map((k) => expected.get(k)! * samples),
+    );
+    console.log(`branch-ahead k=1: chi-square ${result.statistic.toFixed(1)} on ${result.df} df, p = ${result.pValue.toFixed(4)}; ${branchSecond} generations used a drafted branch`);
+    expect(branchSecond).toBeGreaterThan(samples * 0.05);
+    expect(result.pValue).toBeGreaterThan(1e-3);
+  });
+
   it.each(modes)('%s: first two tokens (chi-square)', async (_, p, link) => {
     const expected = await exactPairs();
     const counts = new Map<string, number>();
