@@ -21,6 +21,8 @@ export interface Run {
   originTokens: number;
   /** Tokens the origin speculated itself (placement "origin", or a hand-over to a drafting origin). */
   originSpeculated: number;
+  /** Draft-model steps the origin ran for its own speculation (one per token its draft model drafted; matches cost none). */
+  originDraftSteps: number;
   /** Drafted and accepted tokens, wherever drafting happened. */
   drafted: number;
   accepted: number;
@@ -37,7 +39,7 @@ export interface Run {
 export async function streamOnce(edge: EdgeTarget, body: Record<string, unknown>): Promise<Run> {
   const { ttftMs, wallMs, last } = await streamCompletion(edge, body);
   const s = last.speculation;
-  const atOrigin = s.origin_speculation ?? { rounds: 0, drafted: 0, accepted: 0, tokens: 0, draft_ms: 0 };
+  const atOrigin = s.origin_speculation ?? { rounds: 0, drafted: 0, accepted: 0, tokens: 0, draft_ms: 0, draft_steps: 0 };
   return {
     tokens: last.usage.completion_tokens,
     wallMs,
@@ -46,6 +48,7 @@ export async function streamOnce(edge: EdgeTarget, body: Record<string, unknown>
     targetPasses: s.target_passes ?? s.rounds,
     originTokens: (s.origin_tokens ?? 0) - atOrigin.tokens,
     originSpeculated: atOrigin.tokens,
+    originDraftSteps: atOrigin.draft_steps ?? atOrigin.drafted,
     drafted: s.drafted + atOrigin.drafted,
     accepted: s.accepted + atOrigin.accepted,
     draftMs: s.draft_ms + atOrigin.draft_ms,
@@ -92,6 +95,8 @@ export function summarise(r: Run[], fields: Pick<BenchRecord, 'suite' | 'mode' |
     origin_speculated_fraction: round(sum((x) => x.originSpeculated) / tokens),
     // The origin's forward time per target pass (a decode step for origin-only decoding, a verify pass otherwise).
     target_ms_per_pass: sum((x) => x.targetPasses) ? round(sum((x) => x.originForwardMs) / sum((x) => x.targetPasses)) : null,
+    // The GPU drafting work: draft-model steps the origin ran per output token (edge drafting saves these).
+    origin_draft_steps_per_token: round(sum((x) => x.originDraftSteps) / tokens),
     tokens,
     prompts: r.length,
   };

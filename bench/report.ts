@@ -11,7 +11,7 @@ export function renderMarkdown(run: { date: string; command: string; seconds: nu
     carried.get(r.carried_from)!.add(r.suite);
   }
   for (const [from, suites] of carried) lines.push(`${suites.size > 1 ? 'Suites' : 'Suite'} ${[...suites].map((s) => `\`${s}\``).join(', ')}: carried over from ${from}.`, '');
-  const known = new Set(['draft-speed', 'speculation', 'block-verification', 'proposers']);
+  const known = new Set(['draft-speed', 'speculation', 'block-verification', 'proposers', 'placement', 'session']);
 
   const speed = run.records.filter((r) => r.suite === 'draft-speed');
   if (speed.length) {
@@ -58,6 +58,36 @@ export function renderMarkdown(run: { date: string; command: string; seconds: nu
       }
       lines.push('');
     }
+  }
+
+  const placement = run.records.filter((r) => r.suite === 'placement');
+  for (const cost of [...new Set(placement.map((r) => r.origin_cost))]) {
+    for (const temperature of [...new Set(placement.map((r) => Number(r.temperature ?? 0)))]) {
+      const rows = placement.filter((r) => r.origin_cost === cost && Number(r.temperature ?? 0) === temperature);
+      if (!rows.length) continue;
+      lines.push(
+        `**Speculation peers, origin cost ${cost}, temperature ${temperature}** (${rows[0].prompts} prompts × ${Math.round(Number(rows[0].tokens) / Number(rows[0].prompts))} tokens per peer and RTT; "vs best" is against the best of the other peers; c = draft ms per token / target ms per step):`,
+        '',
+        '| RTT ms | peer | tokens/s | vs origin-only | vs best | target passes/token | origin draft steps/token | mean accepted/round | on origin | c edge | c origin |',
+        '|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+      );
+      for (const r of rows) {
+        lines.push(`| ${r.rtt_ms} | ${r.mode} | ${r.tokens_per_s} | ${r.speedup_vs_origin_only}x | ${r.vs_best_peer}x | ${r.target_passes_per_token} | ${r.origin_draft_steps_per_token ?? ''} | ${r.mean_accepted} | ${r.origin_speculated_fraction || ''} | ${r.c_edge ?? ''} | ${r.c_origin ?? ''} |`);
+      }
+      lines.push('');
+    }
+  }
+
+  const session = run.records.filter((r) => r.suite === 'session');
+  if (session.length) {
+    lines.push(
+      `**Session protocol vs HTTP per verify round** (bench/session.ts; greedy lockstep k = 4, draft-model proposer, ${session[0].prompts} prompts × ${Math.round(Number(session[0].tokens) / Number(session[0].prompts))} tokens, measured origin; overhead = verify wall ms − origin forward_ms − queue_ms per round; c = draft ms per token / target ms per verify pass):`,
+      '',
+      '| runtime transport | RTT ms | path | overhead ms/round (mean) | median | p90 | verify ms/round | forward ms/round | tokens/s | c |',
+      '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|',
+    );
+    for (const r of session) lines.push(`| ${r.mode} | ${r.rtt_ms} | ${r.path} | ${r.per_round_overhead_ms} | ${r.per_round_overhead_median_ms} | ${r.per_round_overhead_p90_ms} | ${r.verify_ms_per_round} | ${r.forward_ms_per_round} | ${r.tokens_per_s} | ${r.draft_target_cost_ratio} |`);
+    lines.push('');
   }
 
   for (const suite of [...new Set(run.records.map((r) => r.suite))].filter((s) => !known.has(s))) {

@@ -11,6 +11,7 @@ import { startLatencyProxy, type LatencyProxy } from './latency-proxy';
 import { renderSvg } from './plot';
 import type { BenchRecord } from './records';
 import { renderMarkdown, spliceBenchmarks } from './report';
+import { sessionSuite, startEdgePair } from './session';
 import { speculationSuite } from './speculation';
 
 /**
@@ -22,8 +23,8 @@ import { speculationSuite } from './speculation';
  *
  * Model folders: models/edgespec-{target,draft}, or EDGESPEC_TARGET_DIR / EDGESPEC_DRAFT_DIR.
  * Ports: 28787 (edge), 28788 (measured origin), 21791 (proxy), 21792
- * (GPU-cost-model origin), 21793-21795 (failover); BENCH_PORT_BASE = B puts
- * them on B, B + 1, ..., B + 6 instead (and the edge's local state in
+ * (GPU-cost-model origin), 21793-21795 (failover), 28789-28790 (the session
+ * suite's own edges); BENCH_PORT_BASE = B puts them on B, B + 1, ..., B + 8 instead (and the edge's local state in
  * .wrangler/bench-state-B), so two benchmark runs on one machine do not collide.
  * With --only, the other suites' records of the previous
  * bench/results/latest.json are kept (and labelled as such in the report).
@@ -44,8 +45,8 @@ const draftDir = process.env.EDGESPEC_DRAFT_DIR ?? 'models/edgespec-draft';
 const GPU_COST_MODEL = 'h100-llama-3.1-8b';
 const RTTS = [0, 5, 20, 50, 100];
 const portBase = process.env.BENCH_PORT_BASE ? Number(process.env.BENCH_PORT_BASE) : null;
-if (portBase !== null && !(Number.isInteger(portBase) && portBase >= 1024 && portBase <= 65_528)) {
-  throw new Error(`BENCH_PORT_BASE must be an integer port in 1024-65528 (the benchmarks use it up to + 6), got "${process.env.BENCH_PORT_BASE}"`);
+if (portBase !== null && !(Number.isInteger(portBase) && portBase >= 1024 && portBase <= 65_526)) {
+  throw new Error(`BENCH_PORT_BASE must be an integer port in 1024-65526 (the benchmarks use it up to + 8), got "${process.env.BENCH_PORT_BASE}"`);
 }
 /** The port at `offset` from BENCH_PORT_BASE, else the historical default. */
 const port = (offset: number, fallback: number) => (portBase === null ? fallback : portBase + offset);
@@ -111,6 +112,22 @@ const suites: Array<{ name: string; run: (ctx: BenchContext) => Promise<BenchRec
     // Its own two origins and edge (bench/failover.ts): one origin is killed halfway.
     name: 'failover',
     run: (ctx) => failoverSuite({ targetDir, draftDir, quick: ctx.quick, log: ctx.log, portBase: port(4, 21793) }),
+  },
+  {
+    // Verify rounds over HTTP vs one WebSocket session per generation (bench/session.ts): the main edge has the
+    // default ORIGIN_SESSION (websocket), a second edge behind the same proxy verifies over HTTP.
+    name: 'session',
+    run: (ctx) =>
+      sessionSuite({
+        // Behind the proxy the main edge is the websocket one; straight to the origin (RTT 0) both are the suite's own.
+        edgePair: (originUrl) => startEdgePair(originUrl, [port(8, 28790), port(7, 28789)], draftDir, ctx.log, originUrl === ctx.proxy.url ? ctx.edge : undefined),
+        proxy: ctx.proxy,
+        origin: ctx.origins.measured,
+        targetDir,
+        draftDir,
+        quick: ctx.quick,
+        log: ctx.log,
+      }),
   },
   {
     // Background jobs with webhooks to a verifying receiver (bench/jobs.ts); small completions, so it takes minutes.

@@ -3,7 +3,7 @@ import { DEFAULT_KEY_ID, KEY_ID_PATTERN } from '../shared/origin-auth';
 import type { Env } from './env';
 import { DEFAULT_PROPOSER, PROPOSER_KINDS, type ProposerKind } from './proposers/kinds';
 import { ASSUMED_DRAFT_MS_PER_TOKEN } from './speculation/controller';
-import type { SpeculationMode } from './speculation/loop';
+import type { PlacementRequest, SpeculationMode } from './speculation/loop';
 import { parseOrigins, type OriginSpec } from './upstream/config';
 
 /** The edge's configuration, parsed once from wrangler vars with a clear message on a bad value. */
@@ -15,6 +15,8 @@ export interface EdgeConfig {
   verifyMethod: 'token' | 'block';
   /** Default speculation mode (a request's `speculation.mode` overrides it). */
   speculationMode: SpeculationMode;
+  /** Default draft placement (SPECULATION_PLACEMENT; a request's `speculation.placement` overrides it): auto chooses per request. */
+  speculationPlacement: PlacementRequest;
   /** Default proposer (SPECULATION_PROPOSER; a request's `speculation.proposer` overrides it). */
   defaultProposer: ProposerKind;
   /** Verify requests in flight in pipelined mode. */
@@ -25,6 +27,8 @@ export interface EdgeConfig {
   draftMsPerToken: number;
   draftQEntries: number;
   originTimeoutMs: number;
+  /** How verify rounds of a generation drafting here reach its origin (ORIGIN_SESSION): one WebSocket session, or an HTTP call per round (functions/upstream/session.ts). */
+  originSession: 'websocket' | 'http';
   /** ORIGINS when set, else ORIGIN_URL as the one reference origin (functions/upstream/config.ts). */
   origins: OriginSpec[];
   /** Shared secret signing calls to reference origins (wrangler secret ORIGIN_SECRET); unset = unsigned. */
@@ -56,13 +60,16 @@ const configSchema = z.object({
   MODEL_ID: z.string().min(1).default('edgespec'),
   DRAFT_LENGTH: intVar(0, 16, 4),
   VERIFY_METHOD: z.enum(['token', 'block']).default('token'),
-  SPECULATION_MODE: z.enum(['origin', 'lockstep', 'pipelined', 'adaptive', 'branch-ahead']).default('lockstep'),
+  SPECULATION_MODE: z.enum(['origin', 'lockstep', 'pipelined', 'adaptive', 'branch-ahead']).default('adaptive'),
+  SPECULATION_PLACEMENT: z.enum(['auto', 'edge', 'origin']).default('auto'),
   SPECULATION_PROPOSER: z.enum(PROPOSER_KINDS, { message: `SPECULATION_PROPOSER must be one of ${PROPOSER_KINDS.map((k) => `"${k}"`).join(', ')}` }).default(DEFAULT_PROPOSER),
   PIPELINE_DEPTH: intVar(1, 8, 2),
   DRAFT_MIN_CONFIDENCE: z.coerce.number().min(0).max(1).optional().transform((v) => v ?? 0.3),
   DRAFT_Q_ENTRIES: intVar(1, 256, 32),
   DRAFT_MS_PER_TOKEN: z.coerce.number().positive('DRAFT_MS_PER_TOKEN must be a positive number of ms').max(1000).optional().transform((v) => v ?? ASSUMED_DRAFT_MS_PER_TOKEN),
   ORIGIN_TIMEOUT_MS: intVar(100, 600_000, 30_000),
+  // websocket measures faster per round in workerd and in Node (BENCHMARKS.md: Session protocol).
+  ORIGIN_SESSION: z.enum(['websocket', 'http'], { message: 'ORIGIN_SESSION must be "websocket" or "http"' }).default('websocket'),
   ORIGIN_SECRET: z.string().min(16, 'ORIGIN_SECRET must be at least 16 characters (use a random 32-byte hex string)').optional().or(z.literal('').transform(() => undefined)),
   ORIGIN_SECRET_ID: z.string().regex(KEY_ID_PATTERN, 'ORIGIN_SECRET_ID: letters, digits, ".", "_" or "-" (at most 64)').default(DEFAULT_KEY_ID),
   ORIGIN_API_KEY: z.string().optional(),
@@ -114,12 +121,14 @@ export function edgeConfig(env: Env): EdgeConfig {
     draftLength: v.DRAFT_LENGTH,
     verifyMethod: v.VERIFY_METHOD,
     speculationMode: v.SPECULATION_MODE,
+    speculationPlacement: v.SPECULATION_PLACEMENT,
     defaultProposer: v.SPECULATION_PROPOSER,
     pipelineDepth: v.PIPELINE_DEPTH,
     draftMinConfidence: v.DRAFT_MIN_CONFIDENCE,
     draftMsPerToken: v.DRAFT_MS_PER_TOKEN,
     draftQEntries: v.DRAFT_Q_ENTRIES,
     originTimeoutMs: v.ORIGIN_TIMEOUT_MS,
+    originSession: v.ORIGIN_SESSION,
     origins,
     originSecret: v.ORIGIN_SECRET,
     originSecretId: v.ORIGIN_SECRET_ID,

@@ -21,6 +21,7 @@ export interface Env {
   VERIFY_METHOD?: string;
   /** Default speculation mode: "lockstep", "pipelined", "adaptive" or "origin". */
   SPECULATION_MODE?: string;
+  SPECULATION_PLACEMENT?: string;
   /** Verify requests in flight in pipelined mode (D). */
   PIPELINE_DEPTH?: string;
   /** Adaptive mode's early stop: draft top probability below which drafting stops (0 = off). */
@@ -31,6 +32,8 @@ export interface Env {
   DRAFT_Q_ENTRIES?: string;
   /** Milliseconds before an origin call is abandoned. */
   ORIGIN_TIMEOUT_MS?: string;
+  /** How a generation's verify rounds reach its origin: "websocket" (one session, the default) or "http" (a signed call per round). */
+  ORIGIN_SESSION?: string;
   /** Several origins: JSON array of {id?, url, kind?, weight?, ...} (functions/upstream/config.ts); overrides ORIGIN_URL. */
   ORIGINS?: string | unknown[];
   /** Secret: HMAC key signing verify/generate calls to reference origins (the origin's ORIGIN_SECRET). */

@@ -3,7 +3,7 @@ import { stream } from 'hono/streaming';
 import { ApiError, isApiError } from '../shared/errors';
 import type { KeyRing } from '../shared/origin-auth';
 import { PROMETHEUS_CONTENT_TYPE } from '../shared/metrics';
-import { generateRequestSchema, verifyRequestSchema, type OriginHealth, type VerifyResponse } from '../shared/protocol';
+import { generateRequestSchema, verifyRequestSchema, type OriginHealth, type VerifyRequest, type VerifyResponse } from '../shared/protocol';
 import { parseRequest } from '../shared/validation';
 import { requireSignature } from './auth';
 import { limitBody, protocolBodyLimit } from './body-limit';
@@ -12,6 +12,7 @@ import { generateTokens } from './generate';
 import { measuredTarget, metricsAuth, observeOriginRequests, originMetrics, readQueue } from './metrics';
 import { ForwardQueue } from './queue';
 import { SeenSignatures } from './replay';
+import { OriginSessions } from './session';
 import { speculateTokens } from './speculate';
 import type { TargetModel } from './target';
 import { verifyDraft, type ForwardTarget } from './verify';
@@ -34,10 +35,23 @@ export interface OriginOptions {
   costModel?: string | null;
   /** A draft model to speculate with next to the target (`--draft`): /v1/generate with `speculate` uses it; /health names it. */
   draft?: { name: string; lm: CausalLM } | null;
+  /** WebSocket sessions (origin/session.ts): how many at once, and when an idle one closes. */
+  sessions?: { maxSessions?: number; idleTimeoutMs?: number };
 }
 
-/** The reference verifier: POST /v1/verify, POST /v1/generate (NDJSON stream), GET /health, GET /metrics (origin/metrics.ts). */
-export function createOriginApp({
+export interface Origin {
+  app: Hono;
+  /** The session endpoint, GET /v1/session: attach it to the HTTP server that serves `app` (origin/main.ts). */
+  sessions: OriginSessions;
+}
+
+/** The reference verifier's HTTP app (no sessions: they need the Node server, see createOrigin). */
+export function createOriginApp(options: OriginOptions): Hono {
+  return createOrigin(options).app;
+}
+
+/** The reference verifier: POST /v1/verify, POST /v1/generate (NDJSON stream), GET /health, GET /metrics (origin/metrics.ts), and WebSocket sessions. */
+export function createOrigin({
   id,
   modelName,
   target,
@@ -48,12 +62,38 @@ export function createOriginApp({
   device = 'cpu',
   costModel = null,
   draft = null,
-}: OriginOptions) {
+  sessions: sessionOptions = {},
+}: OriginOptions): Origin {
   const app = new Hono();
   const signed = keys.size > 0;
   const metrics = originMetrics();
   const verifyTarget = measuredTarget(target, metrics, 'verify');
   const generateTarget = measuredTarget(target, metrics, 'generate');
+  /** One verify round, for POST /v1/verify and for session rounds alike: one queue, one cost model, one set of metrics. */
+  const verifyRound = async (request: VerifyRequest, signal: AbortSignal): Promise<VerifyResponse> => {
+    // A verify whose client left while it waited (a discarded pipelined block) is dropped before its pass.
+    const { value: result, queueMs } = await queue.run(() => verifyDraft(verifyTarget, request), signal);
+    metrics.tokensVerified.inc({}, request.draft.length);
+    metrics.tokensGenerated.inc({ endpoint: 'verify' }, result.tokens.length);
+    return {
+      accepted: result.accepted,
+      tokens: result.tokens,
+      ...(result.logprobs ? { logprobs: result.logprobs } : {}),
+      origin: { id, forward_ms: round(result.forwardMs), cached_tokens: result.cachedTokens, queue_ms: round(queueMs) },
+    };
+  };
+
+  // GET /v1/session (origin/session.ts): its rounds are verifyRound too.
+  const sessions = new OriginSessions({
+    keys,
+    seenSignatures,
+    limits: { vocabSize: target.config.vocabSize, maxPositions: target.config.maxPositions },
+    maxMessageBytes: maxBodyBytes,
+    verifyRound,
+    holdSequence: (cacheSalt) => target.kv.hold(cacheSalt),
+    ...sessionOptions,
+    onSessionCount: (open) => metrics.sessions.set({}, open),
+  });
 
   app.onError((err, c) => {
     // The client left before its pass started (ForwardQueue dropped it): nobody reads this answer, nothing to log.
@@ -77,6 +117,7 @@ export function createOriginApp({
       queue: queue.stats(),
       cost_model: costModel,
       draft: draft?.name ?? null,
+      ...(sessions.attached ? { session: true } : {}),
     };
     return c.json(health);
   });
@@ -95,18 +136,9 @@ export function createOriginApp({
 
   app.post('/v1/verify', async (c) => {
     const request = parseRequest(verifyRequestSchema, await jsonBody(c));
-    // A verify whose client left while it waited (a discarded pipelined block) is dropped before its pass.
-    const { value: result, queueMs } = await queue.run(() => verifyDraft(verifyTarget, request), c.req.raw.signal);
-    metrics.tokensVerified.inc({}, request.draft.length);
-    metrics.tokensGenerated.inc({ endpoint: 'verify' }, result.tokens.length);
-    const body: VerifyResponse = {
-      accepted: result.accepted,
-      tokens: result.tokens,
-      ...(result.logprobs ? { logprobs: result.logprobs } : {}),
-      origin: { id, forward_ms: round(result.forwardMs), cached_tokens: result.cachedTokens, queue_ms: round(queueMs) },
-    };
-    return c.json(body);
+    return c.json(await verifyRound(request, c.req.raw.signal));
   });
+
 
   app.post('/v1/generate', async (c) => {
     const request = parseRequest(generateRequestSchema, await jsonBody(c));
@@ -145,7 +177,7 @@ export function createOriginApp({
     });
   });
 
-  return app;
+  return { app, sessions };
 }
 
 const round = (ms: number) => Math.round(ms * 100) / 100;

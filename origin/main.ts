@@ -1,15 +1,17 @@
 import { resolve } from 'node:path';
+import type { Server } from 'node:http';
 import { parseArgs } from 'node:util';
 import { serve } from '@hono/node-server';
 import * as ort from 'onnxruntime-node';
 import { loadModel, type OrtRuntime } from '../shared/model';
 import { folderFiles } from '../shared/model/node-files';
-import { createOriginApp } from './app';
+import { createOrigin } from './app';
 import { parseOriginKeys } from './auth';
 import { protocolBodyLimit } from './body-limit';
 import { costModel, holdForwardPasses } from './cost-model';
 import { selectDevice } from './device';
 import { ForwardQueue } from './queue';
+import { DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_IDLE_MS } from './session';
 import { TargetModel } from './target';
 
 const { values } = parseArgs({
@@ -31,6 +33,9 @@ const { values } = parseArgs({
     'cost-model': { type: 'string', default: process.env.ORIGIN_COST_MODEL ?? '' },
     // A draft model folder to speculate with next to the target (speculation.placement "origin"; README: Draft placement).
     draft: { type: 'string', default: process.env.ORIGIN_DRAFT ?? '' },
+    // WebSocket sessions on /v1/session (origin/session.ts): at most this many open, closed after this long idle.
+    'max-sessions': { type: 'string', default: process.env.ORIGIN_MAX_SESSIONS ?? String(DEFAULT_MAX_SESSIONS) },
+    'session-idle-s': { type: 'string', default: process.env.ORIGIN_SESSION_IDLE_S ?? String(DEFAULT_SESSION_IDLE_MS / 1000) },
   },
 });
 // Secrets come from the environment, never a flag: flags show up in `ps`. Errors name entries, never secrets.
@@ -56,6 +61,10 @@ const kvCacheMb = Number(values['kv-cache-mb']);
 const kvBlock = Number(values['kv-block']);
 if (!(kvCacheMb >= 0)) fail(`--kv-cache-mb must be a non-negative number of MiB, got "${values['kv-cache-mb']}"`);
 if (!Number.isInteger(kvBlock) || kvBlock < 1) fail(`--kv-block must be a positive integer (tokens per KV block), got "${values['kv-block']}"`);
+const maxSessions = Number(values['max-sessions']);
+const sessionIdleS = Number(values['session-idle-s']);
+if (!Number.isInteger(maxSessions) || maxSessions < 0) fail(`--max-sessions must be a non-negative integer (0 = no sessions), got "${values['max-sessions']}"`);
+if (!(sessionIdleS > 0)) fail(`--session-idle-s must be a positive number of seconds, got "${values['session-idle-s']}"`);
 const maxBodyMb = values['max-body-mb'] ? Number(values['max-body-mb']) : null;
 if (maxBodyMb !== null && !(maxBodyMb > 0)) fail(`--max-body-mb must be a positive number of MiB, got "${values['max-body-mb']}"`);
 const loopback = ['127.0.0.1', 'localhost', '::1'].includes(values.host!);
@@ -100,7 +109,18 @@ const draft = values.draft
       .catch((err: Error) => fail(`cannot load draft model from ${values.draft}: ${err.message}`))
   : null;
 const maxBodyBytes = maxBodyMb !== null ? Math.floor(maxBodyMb * 2 ** 20) : protocolBodyLimit(config.maxPositions);
-const app = createOriginApp({ id: values.id!, modelName, target, keys, queue, device, costModel: costModelName, maxBodyBytes, draft });
+const { app, sessions } = createOrigin({
+  id: values.id!,
+  modelName,
+  target,
+  keys,
+  queue,
+  device,
+  costModel: costModelName,
+  maxBodyBytes,
+  draft,
+  sessions: { maxSessions, idleTimeoutMs: sessionIdleS * 1000 },
+});
 if (draft) console.log(`[origin ${values.id}] speculates next to the target with the draft ${draft.name} when asked (speculate on /v1/generate)`);
 if (keys.size === 0) console.warn(`[origin ${values.id}] no ORIGIN_SECRET: verify and generate accept unsigned requests (fine on loopback, never on a network)`);
 // Key ids are names, not secrets: logging them lets an operator confirm a rotation step.
@@ -113,7 +133,13 @@ const server = serve({ fetch: app.fetch, port, hostname: values.host }, (info) =
   );
 });
 server.on('error', (err) => fail(`cannot listen on ${values.host}:${port}: ${err.message}`));
-for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => server.close(() => process.exit(0)));
+// 0 sessions: /health does not advertise them and every upgrade is refused, so edges verify over HTTP.
+if (maxSessions > 0) sessions.attach(server as Server);
+// Open sessions would hold server.close() open: close them first (the edges continue over HTTP, on another origin).
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => {
+  sessions.closeAll();
+  server.close(() => process.exit(0));
+});
 
 function fail(message: string): never {
   console.error(`[origin] ${message}`);

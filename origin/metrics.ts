@@ -26,6 +26,7 @@ export function originMetrics() {
     forwardMs: registry.histogram('edgespec_origin_forward_ms', 'Target forward pass time, ms.', MS_BUCKETS, ['endpoint']),
     tokensVerified: registry.counter('edgespec_origin_tokens_verified_total', 'Draft tokens judged by /v1/verify.'),
     tokensGenerated: registry.counter('edgespec_origin_tokens_generated_total', 'Tokens the target produced: accepted plus its own per verify round, or decoded by /v1/generate.', ['endpoint']),
+    sessions: registry.gauge('edgespec_origin_sessions', 'WebSocket sessions open on /v1/session (their rounds count as verify).'),
   };
 }
 

@@ -1,6 +1,7 @@
 import type { CausalLM } from '../shared/model';
 import type { GenerateEvent, GenerateRequest, OriginSpeculation, VerifyRequest, VerifyResponse } from '../shared/protocol';
 import { proposerFor } from '../functions/proposers';
+import { DRAFT_MODEL } from '../functions/proposers/draft-model';
 import { LinkEstimator } from '../functions/speculation/controller';
 import { decode, type GenerationInput } from '../functions/speculation/loop';
 import { GenerationRecord } from '../functions/speculation/record';
@@ -60,7 +61,7 @@ export async function* speculateTokens(
   // The hybrid: suffix matches over the context itself cost no draft step (the tenant's history stays at the edge),
   // else the draft model; the caller's prediction is tried before either.
   const proposer = () =>
-    proposerFor('hybrid', { lm: draft }, { qEntries: Q_ENTRIES, promptLength: request.context.length - offset, prediction: speculate.prediction, history: null });
+    proposerFor(speculate.proposer ?? 'hybrid', { lm: draft }, { qEntries: Q_ENTRIES, promptLength: request.context.length - offset, prediction: speculate.prediction, history: null });
   const plan = { mode: 'lockstep' as const, method: speculate.method, draftLength: speculate.draft_length, depth: 1, minConfidence: 0, maxMatchDraft: 4 * speculate.draft_length };
   // A private link estimator: these rounds have no link, and must not teach anything else.
   const rounds = decode(input, plan, proposer, local, stats, signal, new LinkEstimator());
@@ -84,7 +85,13 @@ export async function* speculateTokens(
         type: 'done',
         finish_reason: step.value,
         origin: { id: '', forward_ms: forwardMs, cached_tokens: 0 },
-        speculation: { rounds: stats.rounds, drafted: stats.drafted, accepted: stats.accepted, draft_ms: Math.round(stats.draftMs * 100) / 100 },
+        speculation: {
+          rounds: stats.rounds,
+          drafted: stats.drafted,
+          accepted: stats.accepted,
+          draft_ms: Math.round(stats.draftMs * 100) / 100,
+          draft_steps: stats.proposers[DRAFT_MODEL]?.drafted ?? 0,
+        },
       };
       return;
     }

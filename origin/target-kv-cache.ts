@@ -37,6 +37,17 @@ interface SessionEntry {
 
 type Entry = BlockEntry | SessionEntry;
 
+/**
+ * The live sequence of an open session (origin/session.ts), kept warm for the
+ * session's life: its entry is evicted only when nothing else is left to
+ * evict. `tokens` = what the session's last pass ran (its `known`).
+ */
+export interface HeldSequence {
+  readonly cacheSalt: string;
+  tokens: readonly number[];
+  release(): void;
+}
+
 export interface TargetKvHit {
   /** The reusable KV: `length` positions of the requested tokens (empty on a miss). */
   cache: KvCache | null;
@@ -61,6 +72,7 @@ export class TargetKvCache {
   private held = 0;
   private nextSession = 0;
   private readonly maxSessions: number;
+  private readonly warm = new Set<HeldSequence>();
 
   constructor(private readonly options: TargetKvCacheOptions) {
     if (!(options.maxBytes >= 0)) throw new RangeError(`maxBytes must be >= 0, got ${options.maxBytes}`);
@@ -127,7 +139,7 @@ export class TargetKvCache {
       if (entry.cacheSalt === cacheSalt && isPrefix(entry.tokens, tokens)) this.remove(key);
       else sessions++;
     }
-    for (const [key, entry] of this.entries) {
+    for (const [key, entry] of this.evictionOrder()) {
       if (sessions < this.maxSessions) break;
       if (entry.kind === 'session') {
         this.remove(key);
@@ -135,6 +147,31 @@ export class TargetKvCache {
       }
     }
     this.insert(`session:${this.nextSession++}`, { kind: 'session', cacheSalt, tokens: [...tokens], keys, cache, bytes: 0 });
+  }
+
+  /** Keep the live sequence of one session warm until `release()` (set `tokens` after each of its passes). */
+  hold(cacheSalt: string): HeldSequence {
+    const held: HeldSequence = { cacheSalt, tokens: [], release: () => void this.warm.delete(held) };
+    this.warm.add(held);
+    return held;
+  }
+
+  private isHeld(entry: Entry): boolean {
+    if (entry.kind !== 'session') return false;
+    for (const h of this.warm) {
+      if (h.cacheSalt === entry.cacheSalt && h.tokens.length === entry.tokens.length && sharedPrefix(h.tokens, entry.tokens, h.tokens.length) === h.tokens.length) return true;
+    }
+    return false;
+  }
+
+  /** Entries in eviction order: least recently used first, held sequences after everything else. */
+  private *evictionOrder(): Generator<[string, Entry]> {
+    const held: Array<[string, Entry]> = [];
+    for (const item of this.entries) {
+      if (this.warm.size && this.isHeld(item[1])) held.push(item);
+      else yield item;
+    }
+    yield* held;
   }
 
   private scope(cacheSalt: string): PrefixScope {
@@ -147,7 +184,7 @@ export class TargetKvCache {
     if (entry.bytes > this.options.maxBytes) return;
     this.entries.set(key, entry);
     this.held += entry.bytes;
-    for (const [oldest] of this.entries) {
+    for (const [oldest] of this.evictionOrder()) {
       if (this.held <= this.options.maxBytes) break;
       this.remove(oldest);
     }

@@ -137,6 +137,8 @@ export const originSpeculationSchema = z.object({
   method: z.enum(['token', 'block']).default('token'),
   /** The caller's predicted output from the generation's start (OpenAI's Predicted Outputs), tried before the draft model. */
   prediction: z.array(tokenId).max(4096).optional(),
+  /** hybrid (default): suffix matches over the context, else the draft model; draft-model: the draft model alone (what a request asking for it drafts at the edge). */
+  proposer: z.enum(['hybrid', 'draft-model']).optional(),
 });
 export type OriginSpeculation = z.infer<typeof originSpeculationSchema>;
 
@@ -169,7 +171,8 @@ export const generateEventSchema = z.discriminatedUnion('type', [
     finish_reason: z.enum(['stop', 'length']),
     origin: originStatsSchema,
     /** Speculating at the origin: its verify rounds (target passes), drafted and accepted tokens, and drafting time. */
-    speculation: z.object({ rounds: count, drafted: count, accepted: count, draft_ms: millis }).optional(),
+    // draft_steps: tokens the origin's draft model drafted, one model step each (matches cost none): the drafting work at the origin.
+    speculation: z.object({ rounds: count, drafted: count, accepted: count, draft_ms: millis, draft_steps: count.optional() }).optional(),
   }),
   /** The origin failed mid-stream; `message` is the origin's own text (logged by the edge, never shown to clients). */
   z.object({ type: z.literal('error'), message: z.string() }),
@@ -192,6 +195,8 @@ export const originHealthSchema = z.object({
   cost_model: z.string().max(256).nullable().optional(),
   /** Reference origin with `--draft`: the draft it speculates with (`speculate` on /v1/generate), else absent. */
   draft: z.string().max(1024).nullable().optional(),
+  /** Reference origin serving WebSocket sessions on /v1/session (shared/session-protocol.ts): true, else absent. */
+  session: z.boolean().optional(),
 });
 export type OriginHealth = z.infer<typeof originHealthSchema>;
 

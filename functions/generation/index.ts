@@ -22,10 +22,10 @@ import {
 import { PROMPT_LOOKUP_DEFAULTS } from '../proposers/prompt-lookup';
 import { reserveUsage } from '../rate-limit';
 import { isolateLink } from '../speculation/controller';
-import { decode, type FinishReason, type GenerationInput, type SpeculationPlan } from '../speculation/loop';
+import { decode, resolvePlacement, type FinishReason, type GenerationInput, type SpeculationPlan } from '../speculation/loop';
 import { GenerationRecord } from '../speculation/record';
 import { newStats, statsToJson } from '../speculation/stats';
-import { createOriginClient, type OriginClient } from '../upstream';
+import { createOriginClient, generationTransport, type OriginClient, type SessionOriginClient } from '../upstream';
 import { DraftOnlyOrigin, isOriginsUnavailable, withDraftFallback, type FallbackState } from '../upstream/draft-only';
 import { checkMaxTokens, speculationPlan, type SpeculationRequest } from './plan';
 
@@ -114,17 +114,16 @@ export async function startGeneration(deps: GenerationDeps, request: GenerationR
   // Origin pool session with affinity to the prompt's first block.
   const pool = createOriginClient(config, { affinityTokens: prompt, waitUntil: deps.waitUntil });
   const fallback: FallbackState = { reason: null, fromToken: 0 };
-  const upstream: OriginClient =
-    request.fallback === 'draft'
-      ? withDraftFallback(pool, new DraftOnlyOrigin(createProposer('draft-model', engine, { qEntries: config.draftQEntries }), engine.config), fallback)
-      : pool;
+  // The draft-only fallback goes around whatever carries the rounds: the pool, or a session over it (below).
+  const withFallback = (verifier: OriginClient): OriginClient =>
+    request.fallback === 'draft' ? withDraftFallback(verifier, new DraftOnlyOrigin(createProposer('draft-model', engine, { qEntries: config.draftQEntries }), engine.config), fallback) : verifier;
   const targetLimits = await originLimits(pool, engine).catch((err: unknown) => {
     if (request.fallback !== 'draft' || !isOriginsUnavailable(err)) throw err;
     fallback.reason = 'no origin could serve';
     return { maxPositions: engine.config.maxPositions, drafts: false };
   });
   const maxPositions = Math.min(engine.config.maxPositions, targetLimits.maxPositions);
-  const plan: SpeculationPlan = { ...planned, originDrafts: targetLimits.drafts ?? false };
+  let plan: SpeculationPlan = { ...planned, originDrafts: targetLimits.drafts ?? false };
   // Where the clock cannot time drafting (deployed Workers), the controller assumes this cost per drafted token.
   isolateLink.assumedDraftMsPerToken = config.draftMsPerToken;
   if (prompt.length >= maxPositions) {
@@ -139,6 +138,7 @@ export async function startGeneration(deps: GenerationDeps, request: GenerationR
   deps.waitUntil(new Promise<number>((resolve) => (settle = resolve)).then((used) => reservation.settle(used)));
   const cancelled = new AbortController();
   const signal = AbortSignal.any([deps.signal, cancelled.signal]);
+  let transport: SessionOriginClient | null = null;
   try {
     const input: GenerationInput = {
       prompt,
@@ -156,6 +156,13 @@ export async function startGeneration(deps: GenerationDeps, request: GenerationR
       record: new GenerationRecord(request.logprobs !== undefined, () => fallback.reason !== null),
     };
     const stats = newStats(plan.mode, plan.draftLength, plan.method, plan.placement);
+    // Placement `auto` is decided here, before draft KV is restored for a Worker that might not draft.
+    plan = resolvePlacement(plan, input, stats);
+    // Drafting here: verify rounds travel over one session with the origin (ORIGIN_SESSION), opened now so its
+    // handshake overlaps the prefix-cache restore and the first draft. Otherwise only the origin's stream is used.
+    const edgeDrafts = plan.mode !== 'origin' && plan.draftLength > 0 && plan.placement !== 'origin' && fallback.reason === null;
+    transport = edgeDrafts ? generationTransport(config, pool, stats, { cacheSalt: caller.cacheSalt, vocabSize: engine.config.vocabSize }) : null;
+    const upstream = withFallback(transport ?? pool);
 
     // Prefix cache (functions/prefix-cache): the draft starts from the longest cached prefix of the
     // prompt and runs only over the rest; the origin reuses target KV under the same tenant salt.
@@ -200,9 +207,10 @@ export async function startGeneration(deps: GenerationDeps, request: GenerationR
       finish({ completionTokens, completed }) {
         if (finished) return;
         finished = true;
-        // Whatever is still on the wire (a pipelined block, an origin stream) stops now.
+        // Whatever is still on the wire (a pipelined block, an origin stream, the session) stops now.
         cancelled.abort(new DOMException('generation finished', 'AbortError'));
         void rounds.return('stop').catch(() => {});
+        transport?.close();
         settle(prompt.length + completionTokens);
         recordGeneration({ promptTokens: prompt.length, completionTokens, speculation: statsToJson(stats, completionTokens), draftOnly: fallback.reason !== null }, completed, deps);
         // The tenant's recent outputs feed its suffix drafts (functions/proposers/suffix.ts); a draft-only answer is not the target's.
@@ -220,6 +228,7 @@ export async function startGeneration(deps: GenerationDeps, request: GenerationR
   } catch (err) {
     // Nothing was generated: nothing is charged.
     cancelled.abort();
+    transport?.close();
     settle(0);
     throw err;
   }

@@ -1,6 +1,7 @@
 import { ApiError } from '../../shared/errors';
 import type { TenantLimits } from '../auth/tenants';
 import type { EdgeConfig } from '../config';
+import type { ProposerKind } from '../proposers/kinds';
 import type { SpeculationPlan } from '../speculation/loop';
 
 /** edgespec's `speculation` request object (functions/openai/request.ts), as every entry point passes it. */
@@ -10,7 +11,8 @@ export interface SpeculationRequest {
   mode?: SpeculationPlan['mode'];
   depth?: number;
   min_confidence?: number;
-  placement?: 'edge' | 'origin';
+  placement?: 'auto' | 'edge' | 'origin';
+  proposer?: ProposerKind;
 }
 
 /**
@@ -36,7 +38,9 @@ export function speculationPlan(spec: SpeculationRequest = {}, config: EdgeConfi
     depth,
     // Early stop is part of adaptive drafting; lockstep and pipelined draft k tokens unless asked.
     minConfidence: spec.min_confidence ?? (mode === 'adaptive' ? config.draftMinConfidence : 0),
-    placement: spec.placement ?? 'edge',
+    placement: spec.placement ?? config.speculationPlacement,
+    // The origin drafts with its hybrid, or with the draft model alone when the request asked for that one.
+    originProposer: (spec.proposer ?? config.defaultProposer) === 'draft-model' ? 'draft-model' : 'hybrid',
   };
 }
 

@@ -38,8 +38,8 @@ export const speculationSchema = z
     /** vLLM's prompt lookup n-gram bounds (`proposer: "prompt-lookup"`). */
     prompt_lookup_min: z.number().int().min(1).max(32).optional(),
     prompt_lookup_max: z.number().int().min(1).max(32).optional(),
-    /** Where drafts are made: in this Worker ("edge", default) or next to the target ("origin", an origin started with --draft; others decode alone). */
-    placement: z.enum(['edge', 'origin']).optional(),
+    /** Where drafts are made: in this Worker ("edge"), next to the target ("origin", an origin started with --draft; others decode alone), or "auto" (the default): chosen per request from measured link delay, acceptance and costs. */
+    placement: z.enum(['auto', 'edge', 'origin']).optional(),
     /** Return what happened to every token and round (`speculation.record`; streamed: `speculation_record` on each chunk). */
     record: z.boolean().optional(),
   })

@@ -63,11 +63,14 @@ export async function draftBranches(question: BranchQuestion): Promise<Branch[]>
   if (draft.length === 0) return branches;
   const tokens = draft.map((d) => d.token);
   const guesses: number[][] = [];
-  // The all-accepted branch needs the bonus guessed: the draft's most likely token after its own drafts.
-  await yieldToIo();
-  if (question.arrived()) return branches;
-  const bonus = await proposer.propose([...context, ...tokens], 1, { ...question.sampling, temperature: 0, offset: question.offsetBase + question.position + tokens.length });
-  if (bonus.length === 1) guesses.push([...tokens, bonus[0].token]);
+  // The all-accepted branch needs the bonus guessed: the draft's most likely token after its own drafts
+  // (unless the generation has no room for a block after it).
+  if (question.room - tokens.length - 2 > 0) {
+    await yieldToIo();
+    if (question.arrived()) return branches;
+    const bonus = await proposer.propose([...context, ...tokens], 1, { ...question.sampling, temperature: 0, offset: question.offsetBase + question.position + tokens.length });
+    if (bonus.length === 1) guesses.push([...tokens, bonus[0].token]);
+  }
   const weakest = leastConfident(question.confidence);
   if (weakest !== null) guesses.push([...tokens.slice(0, weakest.index), weakest.runnerUp]);
 

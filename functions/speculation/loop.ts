@@ -7,6 +7,7 @@ import { MATCH_DRAFT_FACTOR, MAX_VERIFY_DRAFT } from '../proposers/kinds';
 import { DRAFT_MODEL } from '../proposers/draft-model';
 import { branchFor, draftBranches, type Branch } from './branch-ahead';
 import { DelayAdaptiveController, isolateLink, type LinkEstimator } from './controller';
+import { choosePlacement } from './placement';
 import type { GenerationRecord } from './record';
 import type { SpeculationStats } from './stats';
 
@@ -45,6 +46,9 @@ export type SpeculationMode = 'origin' | 'lockstep' | 'pipelined' | 'adaptive' |
  */
 export type DraftPlacement = 'edge' | 'origin';
 
+/** A plan's placement: fixed, or `auto`: chosen per request from the isolate's measurements (./placement.ts). */
+export type PlacementRequest = DraftPlacement | 'auto';
+
 export interface SpeculationPlan {
   mode: SpeculationMode;
   method: 'token' | 'block';
@@ -62,12 +66,14 @@ export interface SpeculationPlan {
    */
   maxMatchDraft?: number;
   /** Default 'edge'. */
-  placement?: DraftPlacement;
+  placement?: PlacementRequest;
   /**
    * The origins can draft (their /health names a `draft`): an adaptive hand-over
    * then continues with speculation at the origin instead of its plain decoding.
    */
   originDrafts?: boolean;
+  /** What the origin drafts with when drafting happens there (OriginSpeculation.proposer); default its hybrid. */
+  originProposer?: 'hybrid' | 'draft-model';
 }
 
 /** Wall clock in ms. Local workerd runs it during computation; deployed Workers advance it only across I/O, so there draft time folds into the next verify call. */
@@ -86,10 +92,34 @@ export function decode(
   signal?: AbortSignal,
   link: LinkEstimator = isolateLink,
 ): AsyncGenerator<number[], FinishReason> {
+  plan = resolvePlacement(plan, input, stats, link);
   if (plan.mode === 'origin' || plan.draftLength === 0) return originDecode(input, origin, stats, signal, [], link);
   if (plan.placement === 'origin') return originDecode(input, origin, stats, signal, [], link, originSpeculation(plan, input));
-  const controller = plan.mode === 'adaptive' ? new DelayAdaptiveController(link, { maxDraftLength: plan.draftLength, greedy: input.sampling.temperature === 0 }) : null;
+  const greedy = input.sampling.temperature === 0;
+  const controller = plan.mode === 'adaptive' ? new DelayAdaptiveController(link, { maxDraftLength: plan.draftLength, greedy, originDrafts: plan.originDrafts ?? false }) : null;
   return speculate(input, plan, proposer(), origin, stats, controller, signal, link);
+}
+
+/**
+ * Placement `auto` made concrete from the isolate's measurements (./placement.ts):
+ * drafting at the edge (the plan as it is), at the origin (with the k it chose),
+ * or nowhere (origin-only decoding). Other plans come back unchanged. The
+ * generation calls it before restoring draft KV, which only edge drafting uses.
+ */
+export function resolvePlacement(plan: SpeculationPlan, input: GenerationInput, stats: SpeculationStats, link: LinkEstimator = isolateLink): SpeculationPlan {
+  if (plan.placement !== 'auto' || plan.mode === 'origin' || plan.draftLength === 0) return plan;
+  const choice = choosePlacement(link, {
+    greedy: input.sampling.temperature === 0,
+    maxDraftLength: plan.draftLength,
+    remaining: input.maxTokens,
+    originDrafts: plan.originDrafts ?? false,
+    edgeDrafts: true,
+  });
+  stats.placement = choice.placement;
+  stats.placementReason = choice.reason;
+  if (choice.placement === 'none') return { ...plan, mode: 'origin', draftLength: 0, placement: 'edge' };
+  if (choice.placement === 'origin') return { ...plan, placement: 'origin', draftLength: Math.max(1, Math.min(plan.draftLength, choice.draftLength)) };
+  return { ...plan, placement: 'edge' };
 }
 
 /** A verify request on the wire: its drafts, and the answer to come. */
@@ -173,7 +203,10 @@ async function* speculate(
           if (next.action === 'hand-over') {
             stats.handoverAt = generated.length;
             stats.handoverReason = next.reason;
-            return yield* originDecode(input, origin, stats, signal, generated, link, plan.originDrafts ? originSpeculation(plan, input) : undefined);
+            // To speculation at the origin when it can draft and the controller predicts it wins, else its plain decoding.
+            const toOrigin = plan.originDrafts === true && next.to === 'origin';
+            const originPlan = { ...plan, draftLength: next.draftLength > 0 ? next.draftLength : plan.draftLength };
+            return yield* originDecode(input, origin, stats, signal, generated, link, toOrigin ? originSpeculation(originPlan, input) : undefined);
           }
           k = next.draftLength;
         }
@@ -320,7 +353,12 @@ function branchesWhileWaiting(
 
 /** What the origin is asked to speculate with: the plan's k and rule, and the caller's prediction. */
 function originSpeculation(plan: SpeculationPlan, input: GenerationInput): OriginSpeculation {
-  return { draft_length: Math.max(1, plan.draftLength), method: plan.method, ...(input.prediction?.length ? { prediction: [...input.prediction] } : {}) };
+  return {
+    draft_length: Math.max(1, plan.draftLength),
+    method: plan.method,
+    ...(input.prediction?.length ? { prediction: [...input.prediction] } : {}),
+    ...(plan.originProposer ? { proposer: plan.originProposer } : {}),
+  };
 }
 
 /**
@@ -356,6 +394,7 @@ export async function* originDecode(
   );
   let first = true;
   let last = started;
+  let speculatedTokens = 0;
   try {
     for await (const event of events) {
       if (event.type === 'token') {
@@ -364,6 +403,7 @@ export async function* originDecode(
         if (event.source) {
           // Speculated at the origin: its rounds arrive with `done`; its token steps say nothing about one-token decoding.
           stats.originSpeculatedTokens++;
+          speculatedTokens++;
         } else {
           stats.rounds++;
           // The first token carries the prefill and one link delay; later ones a one-token step.
@@ -382,6 +422,18 @@ export async function* originDecode(
           stats.originSpeculation.drafted += event.speculation.drafted;
           stats.originSpeculation.accepted += event.speculation.accepted;
           stats.originSpeculation.draftMs += event.speculation.draft_ms;
+          stats.originSpeculation.draftSteps += event.speculation.draft_steps ?? event.speculation.drafted;
+          // What placement at the origin delivers per token, for the next request's choice (./placement.ts).
+          link.observeOriginSpeculation({
+            tokens: speculatedTokens,
+            rounds: event.speculation.rounds,
+            drafted: event.speculation.drafted,
+            accepted: event.speculation.accepted,
+            forwardMs: event.origin.forward_ms,
+            draftMs: event.speculation.draft_ms,
+            wallMs: now() - started,
+            greedy: input.sampling.temperature === 0,
+          });
         }
         return event.finish_reason;
       } else {

@@ -1,4 +1,4 @@
-import type { DraftPlacement, SpeculationMode } from './loop';
+import type { DraftPlacement, PlacementRequest, SpeculationMode } from './loop';
 
 /** What one generation's speculation did, reported in the response's `speculation` object. */
 export interface SpeculationStats {
@@ -17,9 +17,11 @@ export interface SpeculationStats {
   /** Of those, tokens the origin speculated (drafted next to its target) rather than decoded alone. */
   originSpeculatedTokens: number;
   /** Speculation at the origin, as its streams reported it: its verify rounds, drafted and accepted tokens, drafting ms. */
-  originSpeculation: { rounds: number; drafted: number; accepted: number; draftMs: number };
-  /** Where drafts were planned to be made. */
-  placement: DraftPlacement;
+  originSpeculation: { rounds: number; drafted: number; accepted: number; draftMs: number; draftSteps: number };
+  /** Where drafts were planned to be made ("none" when placement `auto` chose origin-only decoding). */
+  placement: DraftPlacement | 'none';
+  /** Placement `auto`: why it chose what it chose, with each option's predicted time. */
+  placementReason: string | null;
   drafted: number;
   accepted: number;
   draftMs: number;
@@ -43,6 +45,12 @@ export interface SpeculationStats {
    * branches drafted, and the edge ms spent drafting them while verdicts were on the wire.
    */
   branchAhead: { verdicts: number; hits: number; branches: number; draftMs: number };
+  /** How verify rounds reached the origin (functions/upstream/session.ts): "websocket" once a session served one, else "http". */
+  transport: 'websocket' | 'http';
+  /** Verify rounds sent over HTTP although a session was tried (it could not open, or dropped mid-generation). */
+  sessionFallbacks: number;
+  /** Forward-pass queue wait the origins reported, summed over verify calls: verify_ms minus this and origin_forward_ms is the transport's share. */
+  originQueueMs: number;
 }
 
 export interface ProposerStats {
@@ -51,11 +59,13 @@ export interface ProposerStats {
   accepted: number;
 }
 
-export function newStats(strategy: SpeculationMode, draftLength: number, method: SpeculationStats['method'], placement: DraftPlacement = 'edge'): SpeculationStats {
+export function newStats(strategy: SpeculationMode, draftLength: number, method: SpeculationStats['method'], placement: PlacementRequest = 'edge'): SpeculationStats {
   return {
     originSpeculatedTokens: 0,
-    originSpeculation: { rounds: 0, drafted: 0, accepted: 0, draftMs: 0 },
-    placement,
+    originSpeculation: { rounds: 0, drafted: 0, accepted: 0, draftMs: 0, draftSteps: 0 },
+    // `auto` is decided when decoding starts (loop.ts decode); edge until then.
+    placement: placement === 'auto' ? 'edge' : placement,
+    placementReason: null,
     mode: strategy === 'origin' ? 'origin' : 'speculative',
     strategy,
     draftLength,
@@ -73,6 +83,9 @@ export function newStats(strategy: SpeculationMode, draftLength: number, method:
     handoverReason: null,
     proposers: {},
     branchAhead: { verdicts: 0, hits: 0, branches: 0, draftMs: 0 },
+    transport: 'http',
+    sessionFallbacks: 0,
+    originQueueMs: 0,
   };
 }
 
@@ -86,9 +99,10 @@ export function statsToJson(stats: SpeculationStats, emittedTokens: number) {
   const verifyRounds = stats.rounds - originAlone - originSpec.rounds;
   return {
     // An adaptive request handed over before its first round never speculated.
-    mode: (stats.mode === 'origin' || stats.handoverAt === 0) && originSpec.rounds === 0 ? 'origin' : 'speculative',
+    mode: (stats.mode === 'origin' || stats.placement === 'none' || stats.handoverAt === 0) && originSpec.rounds === 0 ? 'origin' : 'speculative',
     /** Where drafts were made: "edge" (this Worker), "origin" (next to the target), "none" (origin-only decoding). */
     placement: stats.mode === 'origin' ? 'none' : stats.placement,
+    placement_reason: stats.placementReason,
     strategy: stats.strategy,
     method: stats.method,
     draft_length: stats.draftLength,
@@ -106,7 +120,7 @@ export function statsToJson(stats: SpeculationStats, emittedTokens: number) {
     origin_forward_ms: ms(stats.originForwardMs),
     origin_tokens: stats.originTokens,
     /** Speculation the origin ran next to its target (placement "origin", or an adaptive hand-over to a drafting origin); null if none. */
-    origin_speculation: originSpec.rounds > 0 ? { rounds: originSpec.rounds, drafted: originSpec.drafted, accepted: originSpec.accepted, tokens: stats.originSpeculatedTokens, draft_ms: ms(originSpec.draftMs) } : null,
+    origin_speculation: originSpec.rounds > 0 ? { rounds: originSpec.rounds, drafted: originSpec.drafted, accepted: originSpec.accepted, tokens: stats.originSpeculatedTokens, draft_ms: ms(originSpec.draftMs), draft_steps: originSpec.draftSteps } : null,
     handover_at: stats.handoverAt,
     handover_reason: stats.handoverReason,
     origin: [...stats.originIds].join(',') || null,
@@ -116,5 +130,8 @@ export function statsToJson(stats: SpeculationStats, emittedTokens: number) {
         ? { verdicts: stats.branchAhead.verdicts, hits: stats.branchAhead.hits, hit_rate: stats.branchAhead.verdicts ? ms(stats.branchAhead.hits / stats.branchAhead.verdicts) : null, branches: stats.branchAhead.branches, draft_ms: ms(stats.branchAhead.draftMs) }
         : null,
     proposers: Object.fromEntries(Object.entries(stats.proposers).map(([name, p]) => [name, { ...p }])),
+    transport: stats.transport,
+    session_fallbacks: stats.sessionFallbacks,
+    origin_queue_ms: ms(stats.originQueueMs),
   };
 }

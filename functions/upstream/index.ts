@@ -5,9 +5,12 @@ import type { OriginSpec } from './config';
 import { EngineOriginClient } from './engines/scored';
 import { SglangScorer } from './engines/sglang';
 import { VllmScorer } from './engines/vllm';
-import { OriginPool, type PoolMember } from './pool';
+import { isolateLink } from '../speculation/controller';
+import { OriginPool, type PoolMember, type PoolSession } from './pool';
+import { SessionOriginClient, type TransportStats } from './session';
 
 export type { OriginClient } from './client';
+export type { SessionOriginClient } from './session';
 
 /** A probe must never hold a request for long: all-down has to answer within 2 s. */
 const HEALTH_TIMEOUT_MS = 1500;
@@ -21,11 +24,23 @@ const HEALTH_TIMEOUT_MS = 1500;
 export function createOriginClient(
   config: EdgeConfig,
   options: { affinityTokens?: readonly number[]; waitUntil?: (promise: Promise<unknown>) => void } = {},
-): OriginClient {
+): PoolSession {
   const pool = originPool(config);
   pool.maintain(options.waitUntil);
   const key = options.affinityTokens?.length ? prefixAffinityKey(options.affinityTokens, config.modelId, config.prefixCache.blockTokens) : null;
   return pool.session(key);
+}
+
+/**
+ * How a generation drafting here sends its verify rounds to the origin
+ * `session` routes it to: one WebSocket session (ORIGIN_SESSION "websocket",
+ * falling back to `session`'s HTTP calls whenever it cannot serve) or an HTTP
+ * call per round ("http"). Either way the queue wait the origins report is
+ * counted in `stats`. Close it when the generation ends.
+ */
+export function generationTransport(config: EdgeConfig, session: PoolSession, stats: TransportStats, options: { cacheSalt: string; vocabSize: number }): SessionOriginClient {
+  const route = config.originSession === 'websocket' ? session.sessionRoute() : null;
+  return new SessionOriginClient(session, route, { ...options, secret: config.originSecret, keyId: config.originSecretId, timeoutMs: config.originTimeoutMs }, stats);
 }
 
 /** The isolate's pool for this configuration: breaker state lives as long as the isolate. */
@@ -44,6 +59,8 @@ export function originPool(config: EdgeConfig): OriginPool {
       breaker: { failureThreshold: breakerFailures, cooldownMs: breakerCooldownMs, maxCooldownMs: Math.max(breakerCooldownMs, 60_000) },
       healthIntervalMs,
     },
+    // Probe round trips are the isolate's cleanest link measurement (deployed, the clock moves only across I/O).
+    { onProbeRoundTrip: (ms) => isolateLink.observeLinkProbe(ms) },
   );
   cached = { key, pool };
   return pool;

@@ -56,6 +56,12 @@ export interface PoolDeps {
   now?: () => number;
   random?: () => number;
   sleep?: (ms: number) => Promise<void>;
+  /**
+   * A successful GET /health's round trip (ms): the one wall time with no edge computation and next
+   * to no origin work inside, so the speculation controller can learn the link from it even where
+   * the Worker's clock stands still during computation (functions/speculation/controller.ts).
+   */
+  onProbeRoundTrip?: (ms: number) => void;
 }
 
 interface Member extends PoolMember {
@@ -69,6 +75,7 @@ export class OriginPool {
   private readonly now: () => number;
   private readonly random: () => number;
   readonly sleep: (ms: number) => Promise<void>;
+  private readonly onProbeRoundTrip: (ms: number) => void;
 
   constructor(
     members: PoolMember[],
@@ -82,10 +89,11 @@ export class OriginPool {
     this.now = deps.now ?? Date.now;
     this.random = deps.random ?? Math.random;
     this.sleep = deps.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
+    this.onProbeRoundTrip = deps.onProbeRoundTrip ?? (() => {});
   }
 
   /** A client for one generation. `affinityKey` (the prompt's first block hash) pins it to that prefix's origin; null spreads load. */
-  session(affinityKey: Promise<string> | string | null): OriginClient {
+  session(affinityKey: Promise<string> | string | null): PoolSession {
     return new PoolSession(this, affinityKey ?? `random:${this.random()}`);
   }
 
@@ -113,6 +121,7 @@ export class OriginPool {
     try {
       const health = await member.client.health();
       member.breaker.recordSuccess(null);
+      this.onProbeRoundTrip(this.now() - started);
       return health;
     } catch (err) {
       member.breaker.recordFailure(this.now(), `probe: ${failureText(err)}`);
@@ -173,13 +182,74 @@ export class OriginPool {
   }
 }
 
-class PoolSession implements OriginClient {
+/**
+ * Where a generation's session (functions/upstream/session.ts) goes: the
+ * reference origin its verify calls would go to first. `begin` counts one
+ * round in flight there, as an HTTP call is counted (bounded-load routing),
+ * until the round is `served` (a success for the breaker) or `dropped`
+ * (handed to HTTP or discarded; a `failure` counts against the origin and
+ * unpins it, so HTTP fallbacks try elsewhere first).
+ */
+export interface SessionRoute {
+  id: string;
+  url: string;
+  begin(): SessionRound;
+}
+
+export interface SessionRound {
+  served(): void;
+  dropped(failure?: string): void;
+}
+
+export class PoolSession implements OriginClient {
   private pinned: Member | null = null;
 
   constructor(
     private readonly pool: OriginPool,
     private readonly affinityKey: Promise<string> | string,
   ) {}
+
+  /**
+   * The origin for this generation's session, picked as a verify call picks
+   * (prefix affinity, breakers, bounded load), or null: none is closed, or it
+   * is an engine (SGLang and vLLM speak no session protocol). A half-open
+   * origin's one trial is left to an HTTP call or a probe.
+   */
+  async sessionRoute(): Promise<SessionRoute | null> {
+    const pool = this.pool;
+    const choice = pool.pick(await this.affinityKey, new Set(), null, this.pinned);
+    if (!choice) return null;
+    const { member } = choice;
+    if (choice.trial) member.breaker.releaseTrial();
+    if (choice.trial || member.kind !== 'reference') return null;
+    // HTTP fallbacks go to the session's origin first: its KV is warm.
+    this.pinned = member;
+    return {
+      id: member.id,
+      url: member.url,
+      begin: () => {
+        member.inflight++;
+        let inflight = true;
+        /** True the first time only: a round ends once. */
+        const end = (): boolean => {
+          if (!inflight) return false;
+          inflight = false;
+          member.inflight--;
+          return true;
+        };
+        return {
+          served: () => {
+            if (end()) member.breaker.recordSuccess(null);
+          },
+          dropped: (failure) => {
+            if (!end() || failure === undefined) return;
+            member.breaker.recordFailure(pool.clock(), failure);
+            if (this.pinned === member) this.pinned = null;
+          },
+        };
+      },
+    };
+  }
 
   async health(): Promise<OriginHealth> {
     return this.call(null, (client) => client.health());

@@ -14,7 +14,7 @@ $('stop').addEventListener('click', () => controller?.abort());
 $('placement').addEventListener('change', () => {
   const placement = $('placement').value;
   // The origin drafts with its own draft model (and the prediction); only k applies there.
-  for (const id of ['proposer', 'mode']) $(id).disabled = placement !== 'edge';
+  for (const id of ['proposer', 'mode']) $(id).disabled = placement !== 'edge' && placement !== 'auto';
   $('draft-length').disabled = placement === 'none';
 });
 
@@ -23,8 +23,8 @@ function requestBody() {
   const number = (id) => ($(id).value === '' ? undefined : Number($(id).value));
   const placement = $('placement').value;
   const speculation =
-    placement === 'edge'
-      ? { record: true, proposer: $('proposer').value, mode: $('mode').value, draft_length: number('draft-length') }
+    placement === 'edge' || placement === 'auto'
+      ? { record: true, placement, proposer: $('proposer').value, mode: $('mode').value, draft_length: number('draft-length') }
       : placement === 'origin'
         ? { record: true, placement: 'origin', draft_length: number('draft-length') }
         : { record: true, draft_length: 0 };

@@ -23,6 +23,7 @@ const cases: Array<{ name: string; speculation: Record<string, unknown> }> = [
   { name: 'branch-ahead k = 4 (next blocks drafted while verdicts are on the wire)', speculation: { mode: 'branch-ahead', draft_length: 4 } },
   // The test origin hosts the draft too (scripts/stack.ts): the same loop runs next to the target.
   { name: 'placement origin, k = 4', speculation: { placement: 'origin', draft_length: 4 } },
+  { name: 'placement auto, adaptive (the deployed default)', speculation: { mode: 'adaptive', placement: 'auto', draft_length: 8 } },
   { name: 'placement origin, k = 3, block verification', speculation: { placement: 'origin', draft_length: 3, method: 'block' } },
 ];
 

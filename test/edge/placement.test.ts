@@ -38,6 +38,22 @@ describe('draft placement', () => {
     expect(edge.json.speculation.placement).toBe('edge');
   });
 
+  it('placement "auto": the isolate chooses from its measurements and says why, same tokens', async () => {
+    const body = { prompt, max_tokens: 32, temperature: 0, return_token_ids: true };
+    const reference = await complete({ ...body, speculation: { draft_length: 0 } });
+    for (let i = 0; i < 3; i++) {
+      const auto = await complete({ ...body, speculation: { mode: 'adaptive', placement: 'auto', draft_length: 6 } });
+      expect(auto.status).toBe(200);
+      expect(auto.json.choices[0].token_ids).toEqual(reference.json.choices[0].token_ids);
+      const spec = auto.json.speculation;
+      expect(['edge', 'origin', 'none']).toContain(spec.placement);
+      // Each option's predicted time is in the reason, so a surprising choice can be read.
+      expect(spec.placement_reason).toMatch(/predicted edge .* origin .* none \d+ ms for 32 tokens/);
+      if (spec.placement === 'origin') expect(spec.origin_speculation.rounds).toBeGreaterThan(0);
+      if (spec.placement === 'edge') expect(spec.drafted > 0 || spec.handover_at === 0).toBe(true);
+    }
+  });
+
   it('sends the prediction along: the origin drafts from it first', async () => {
     const first = await complete({ prompt, max_tokens: 32, temperature: 0, return_token_ids: true, speculation: { draft_length: 0 } });
     expect(first.json.speculation.placement).toBe('none');

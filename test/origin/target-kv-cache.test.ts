@@ -54,6 +54,23 @@ describe('origin target KV cache', () => {
     expect(target.kv.stats().sessions).toBe(1);
   });
 
+  it('keeps a held sequence (an open session) warm while other sequences take the live slots', async () => {
+    const target = new TargetModel(model.lm, { blockTokens: 16, maxSessions: 2 });
+    const held = target.kv.hold('s');
+    const mine = tokensOf(8, 37);
+    await target.logitsFrom(mine, mine.length - 1, 's');
+    held.tokens = mine;
+    // Three other generations would push an unheld sequence out of the two live slots.
+    for (const seed of [9, 10, 11]) await target.logitsFrom(tokensOf(seed, 30), 29, 's');
+    const next = [...mine, 7];
+    expect((await target.logitsFrom(next, next.length - 1, 's')).cachedTokens).toBe(mine.length);
+    held.release();
+    held.tokens = next;
+    for (const seed of [12, 13, 14]) await target.logitsFrom(tokensOf(seed, 30), 29, 's');
+    // Released: only its full blocks are left to reuse.
+    expect((await target.logitsFrom([...next, 8], next.length, 's')).cachedTokens).toBe(32);
+  });
+
   it('never shares KV across cache salts', async () => {
     const target = new TargetModel(model.lm);
     const tokens = tokensOf(6, 70);

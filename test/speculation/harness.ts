@@ -5,6 +5,7 @@ import { decode, type GenerationInput, type SpeculationPlan } from '../../functi
 import { newStats } from '../../functions/speculation/stats';
 import type { OriginClient } from '../../functions/upstream/client';
 import { generateTokens } from '../../origin/generate';
+import { speculateTokens } from '../../origin/speculate';
 import { TargetModel } from '../../origin/target';
 import { verifyDraft } from '../../origin/verify';
 import type { LoadedModel } from '../../shared/model';
@@ -40,7 +41,9 @@ export async function loadHarness(): Promise<Harness> {
         return { accepted: result.accepted, tokens: result.tokens, origin: { id: 'in-process', forward_ms: result.forwardMs, cached_tokens: result.cachedTokens } };
       },
       async *generate(request) {
-        for await (const event of generateTokens(model, request)) yield event as GenerateEvent;
+        // With `speculate`, the origin's own speculation next to the target (origin/speculate.ts), as an origin started with --draft.
+        const events = request.speculate ? speculateTokens(model, draft.lm, { ...request, speculate: request.speculate }) : generateTokens(model, request);
+        for await (const event of events) yield event as GenerateEvent;
       },
     },
   };

@@ -28,6 +28,13 @@ function handoverAfter(roundsBeforeHandover: number): LinkEstimator {
   return link;
 }
 
+/** As handoverAfter, with the origin's own speculation predicted far faster than its plain decoding: the hand-over goes to it. */
+function originWinsAfter(roundsBeforeHandover: number): LinkEstimator {
+  const link = handoverAfter(roundsBeforeHandover);
+  link.originRound = () => ({ ms: 0.1, drafted: 1, alpha: 0.9 });
+  return link;
+}
+
 const run = (prompt: number[], maxTokens: number, sampling: GenerationInput['sampling'], p: SpeculationPlan, link = new LinkEstimator()) => runWith(h, prompt, maxTokens, sampling, p, { link });
 /** Branch-ahead drafts while a verdict is on the wire: in process the answer is immediate, so each verify waits `ms` as a link would. */
 const runOverLink = (ms: number, prompt: number[], maxTokens: number, sampling: GenerationInput['sampling'], p: SpeculationPlan) =>
@@ -70,6 +77,17 @@ describe('greedy output is identical to target-only decoding in every mode', () 
     expect(hits).toBeGreaterThan(0);
   });
 
+  it('adaptive hand-over to origin speculation mid-generation: no token lost or repeated', async () => {
+    for (const prompt of prompts) {
+      const reference = await run(prompt, 40, greedy, plan('origin', { draftLength: 0 }));
+      const handed = await run(prompt, 40, greedy, plan('adaptive', { originDrafts: true }), originWinsAfter(3));
+      expect(handed.stats.handoverAt).toBeGreaterThan(0);
+      expect(handed.stats.originSpeculatedTokens).toBe(40 - handed.stats.handoverAt!);
+      expect(handed.stats.originSpeculation.rounds).toBeGreaterThan(0);
+      expect(handed.tokens).toEqual(reference.tokens);
+    }
+  });
+
   it('adaptive hand-over mid-generation: no token lost or repeated', async () => {
     for (const prompt of prompts) {
       const reference = await run(prompt, 40, greedy, plan('origin', { draftLength: 0 }));
@@ -95,6 +113,8 @@ describe('sampled output has the target-only distribution in every mode', () => 
     ['lockstep, block verification', plan('lockstep', { draftLength: 2, method: 'block' })],
     ['pipelined k=1 depth 2', plan('pipelined', { draftLength: 1, depth: 2 })],
     ['adaptive, hand-over after one round', plan('adaptive', { draftLength: 1 }), () => handoverAfter(1)],
+    // The switch between placements: edge drafting for one round, then speculation at the origin from offset 1 or 2.
+    ['adaptive, hand-over to origin speculation after one round', plan('adaptive', { draftLength: 1, originDrafts: true }), () => originWinsAfter(1)],
   ];
   it('branch-ahead k=1: first two tokens (chi-square), the second often drafted as a branch', async () => {
     const expected = await exactPairs();
@@ -103,7 +123,7 @@ describe('sampled output has the target-only distribution in every mode', () => 
     for (let seed = 0; seed < samples; seed++) {
       // max_tokens 3 leaves room for one branch only: after a one-token round 1 (a rejection), the correction
       // branch drafts token 2, so a hit means token 2 was verified from a block drafted before round 1's verdict.
-      const { tokens, stats } = await runOverLink(4, prompt, 3, { ...sampling, seed }, plan('branch-ahead', { draftLength: 1 }));
+      const { tokens, stats } = await runOverLink(3, prompt, 3, { ...sampling, seed }, plan('branch-ahead', { draftLength: 1 }));
       const key = tokens.slice(0, 2).join(',');
       counts.set(key, (counts.get(key) ?? 0) + 1);
       if (stats.branchAhead.hits > 0) branchSecond++;
@@ -124,12 +144,14 @@ describe('sampled output has the target-only distribution in every mode', () => 
     const counts = new Map<string, number>();
     let accepted = 0;
     let handovers = 0;
+    let originSpeculated = 0;
     for (let seed = 0; seed < samples; seed++) {
       const { tokens, stats } = await run(prompt, 3, { ...sampling, seed }, p, link?.());
       const key = tokens.slice(0, 2).join(',');
       counts.set(key, (counts.get(key) ?? 0) + 1);
       accepted += stats.accepted;
       if (stats.handoverAt !== null && stats.handoverAt < 2) handovers++;
+      if (stats.handoverAt !== null && stats.handoverAt < 2 && stats.originSpeculatedTokens > 0) originSpeculated++;
     }
     expect([...counts.keys()].filter((k) => !expected.has(k))).toEqual([]);
     const keys = [...expected.keys()];
@@ -140,6 +162,8 @@ describe('sampled output has the target-only distribution in every mode', () => 
     console.log(`${_}: chi-square ${result.statistic.toFixed(1)} on ${result.df} df, p = ${result.pValue.toFixed(4)}; accepted ${accepted}, early hand-overs ${handovers}`);
     expect(accepted).toBeGreaterThan(samples * 0.05);
     if (link) expect(handovers).toBeGreaterThan(samples * 0.05);
+    // The hand-over to origin speculation decided token 2 there often enough to be tested.
+    if (p.originDrafts) expect(originSpeculated).toBeGreaterThan(samples * 0.05);
     expect(result.pValue).toBeGreaterThan(1e-3);
   });
 });

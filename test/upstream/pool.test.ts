@@ -159,6 +159,22 @@ describe('origin pool', () => {
     expect(failed.tokens).toEqual(first.tokens);
   });
 
+  it('reports each successful probe round trip (the link the speculation controller learns from), never a failed one', async () => {
+    const origin = new FakeOrigin('a');
+    let clock = 1000;
+    const roundTrips: number[] = [];
+    origin.health = async function () {
+      clock += 7; // the probe's round trip on the pool's clock
+      return FakeOrigin.prototype.health.call(this);
+    };
+    const pool = new OriginPool([{ id: 'a', url: 'http://a', kind: 'reference', weight: 1, client: origin }], undefined, { now: () => clock, onProbeRoundTrip: (ms) => roundTrips.push(ms) });
+    await pool.probe(pool.members[0]);
+    expect(roundTrips).toEqual([7]);
+    origin.down = true;
+    await pool.probe(pool.members[0]);
+    expect(roundTrips).toEqual([7]);
+  });
+
   it('opens the breaker of a dead origin, stops calling it, and recovers through a half-open probe', async () => {
     const { pool, fakes, advance } = makePool(['a', 'b']);
     const key = 'prefix-2';
