@@ -23,6 +23,9 @@ export interface Run {
   originSpeculated: number;
   /** Draft-model steps the origin ran for its own speculation (one per token its draft model drafted; matches cost none). */
   originDraftSteps: number;
+  /** Branch-ahead: verdicts that had branches drafted for them, and those that came back as one (its block sent without drafting). */
+  branchVerdicts: number;
+  branchHits: number;
   /** Drafted and accepted tokens, wherever drafting happened. */
   drafted: number;
   accepted: number;
@@ -49,6 +52,8 @@ export async function streamOnce(edge: EdgeTarget, body: Record<string, unknown>
     originTokens: (s.origin_tokens ?? 0) - atOrigin.tokens,
     originSpeculated: atOrigin.tokens,
     originDraftSteps: atOrigin.draft_steps ?? atOrigin.drafted,
+    branchVerdicts: s.branch_ahead?.verdicts ?? 0,
+    branchHits: s.branch_ahead?.hits ?? 0,
     drafted: s.drafted + atOrigin.drafted,
     accepted: s.accepted + atOrigin.accepted,
     draftMs: s.draft_ms + atOrigin.draft_ms,
@@ -97,6 +102,7 @@ export function summarise(r: Run[], fields: Pick<BenchRecord, 'suite' | 'mode' |
     target_ms_per_pass: sum((x) => x.targetPasses) ? round(sum((x) => x.originForwardMs) / sum((x) => x.targetPasses)) : null,
     // The GPU drafting work: draft-model steps the origin ran per output token (edge drafting saves these).
     origin_draft_steps_per_token: round(sum((x) => x.originDraftSteps) / tokens),
+    branch_hit_rate: sum((x) => x.branchVerdicts) ? round(sum((x) => x.branchHits) / sum((x) => x.branchVerdicts)) : null,
     tokens,
     prompts: r.length,
   };

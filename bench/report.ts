@@ -68,11 +68,11 @@ export function renderMarkdown(run: { date: string; command: string; seconds: nu
       lines.push(
         `**Speculation peers, origin cost ${cost}, temperature ${temperature}** (${rows[0].prompts} prompts × ${Math.round(Number(rows[0].tokens) / Number(rows[0].prompts))} tokens per peer and RTT; "vs best" is against the best of the other peers; c = draft ms per token / target ms per step):`,
         '',
-        '| RTT ms | peer | tokens/s | vs origin-only | vs best | target passes/token | origin draft steps/token | mean accepted/round | on origin | c edge | c origin |',
-        '|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+        '| RTT ms | peer | tokens/s | vs origin-only | vs best | target passes/token | origin draft steps/token | mean accepted/round | on origin | branch hits | c edge | c origin |',
+        '|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
       );
       for (const r of rows) {
-        lines.push(`| ${r.rtt_ms} | ${r.mode} | ${r.tokens_per_s} | ${r.speedup_vs_origin_only}x | ${r.vs_best_peer}x | ${r.target_passes_per_token} | ${r.origin_draft_steps_per_token ?? ''} | ${r.mean_accepted} | ${r.origin_speculated_fraction || ''} | ${r.c_edge ?? ''} | ${r.c_origin ?? ''} |`);
+        lines.push(`| ${r.rtt_ms} | ${r.mode} | ${r.tokens_per_s} | ${r.speedup_vs_origin_only}x | ${r.vs_best_peer}x | ${r.target_passes_per_token} | ${r.origin_draft_steps_per_token ?? ''} | ${r.mean_accepted} | ${r.origin_speculated_fraction || ''} | ${r.branch_hit_rate ?? ''} | ${r.c_edge ?? ''} | ${r.c_origin ?? ''} |`);
       }
       lines.push('');
     }

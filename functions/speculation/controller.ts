@@ -110,20 +110,25 @@ export const MAX_DRAFT_MS_PER_TOKEN = 50;
 /** A decayed ratio Σ value / Σ weight: a running mean (weight 1 each) or a per-unit cost (ms over tokens). */
 class DecayedRatio {
   private sum = 0;
-  private weight = 0;
+  private total = 0;
   constructor(private readonly decay: number) {}
 
   add(value: number, weight = 1) {
     this.sum = this.sum * this.decay + value;
-    this.weight = this.weight * this.decay + weight;
+    this.total = this.total * this.decay + weight;
   }
 
   get observed(): boolean {
-    return this.weight > 0;
+    return this.total > 0;
+  }
+
+  /** The decayed weight of the evidence behind `value`. */
+  weight(): number {
+    return this.total;
   }
 
   value(): number | null {
-    return this.weight > 0 ? this.sum / this.weight : null;
+    return this.total > 0 ? this.sum / this.total : null;
   }
 }
 
@@ -185,8 +190,16 @@ export class LinkEstimator {
    * overhead, an upper bound.
    */
   private link = { measured: new DecayedRatio(LINK_DECAY), derived: new DecayedRatio(LINK_DECAY), streamCeiling: new DecayedRatio(LINK_DECAY) };
-  /** Decayed sums for the line forward_ms = a + b·(n − 1). */
-  private fit = { w: 0, x: 0, y: 0, xx: 0, xy: 0 };
+  /**
+   * Origin forward ms per pass length n, each a mean decayed over its own
+   * observations. The line forward_ms = a + b·(n − 1) is fitted across these
+   * means, one point per length seen: a single decayed line let a stream of
+   * k + 1-token verify rounds wash out the one-token steps seen before, and
+   * with one length left the line went flat at the verify pass's cost, so on a
+   * CPU origin a one-token step looked as dear as a verify pass and
+   * origin-only decoding as slower than it is.
+   */
+  private forwardByLength = new Map<number, DecayedRatio>();
   /** The origin's own speculation per sampling kind, decayed per stream: its time without the link, tokens, rounds, drafts, acceptances. */
   private originSpeculation = { greedy: emptyOriginSums(), sampled: emptyOriginSums() };
   private originDraftPerToken = new DecayedRatio(ORIGIN_DECAY);
@@ -321,7 +334,23 @@ export class LinkEstimator {
 
   /** Modelled origin forward time for a pass over `n` new tokens. */
   forwardMs(n: number): number {
-    const { w, x, y, xx, xy } = this.fit;
+    let w = 0;
+    let x = 0;
+    let y = 0;
+    let xx = 0;
+    let xy = 0;
+    for (const [length, mean] of this.forwardByLength) {
+      const ms = mean.value();
+      if (ms === null) continue;
+      // A length seen once counts less than one seen often, but no length outweighs another by more than its evidence.
+      const weight = Math.min(1, mean.weight());
+      const xv = length - 1;
+      w += weight;
+      x += weight * xv;
+      y += weight * ms;
+      xx += weight * xv * xv;
+      xy += weight * xv * ms;
+    }
     if (w === 0) return 5;
     const meanX = x / w;
     const meanY = y / w;
@@ -351,13 +380,9 @@ export class LinkEstimator {
   }
 
   private addForward(n: number, ms: number) {
-    const f = this.fit;
-    const xv = n - 1;
-    f.w = f.w * DECAY + 1;
-    f.x = f.x * DECAY + xv;
-    f.y = f.y * DECAY + ms;
-    f.xx = f.xx * DECAY + xv * xv;
-    f.xy = f.xy * DECAY + xv * ms;
+    let mean = this.forwardByLength.get(n);
+    if (!mean) this.forwardByLength.set(n, (mean = new DecayedRatio(DECAY)));
+    mean.add(ms);
   }
 }
 

@@ -109,6 +109,24 @@ describe('draft cost under a frozen clock (deployed Workers)', () => {
   });
 });
 
+describe('the origin forward-time line', () => {
+  it('keeps a CPU origin’s one-token step while many verify passes of one length arrive after it', () => {
+    const link = new LinkEstimator();
+    // Origin-only decoding: a one-token step of 3 ms; then 300 lockstep rounds of k = 4 (5-token passes) at 7 ms.
+    link.observeOriginToken(3, 20);
+    for (let i = 0; i < 128; i++) link.observeOriginToken(3);
+    for (let i = 0; i < 300; i++) link.observeRound({ drafted: 4, accepted: 2, draftMs: 4, verifyWallMs: 27, forwardMs: 7 }, true);
+    expect(link.forwardMs(1)).toBeCloseTo(3, 0);
+    expect(link.forwardMs(5)).toBeCloseTo(7, 0);
+    // On a flat GPU-like origin the line stays flat.
+    const flat = new LinkEstimator();
+    for (let i = 0; i < 50; i++) flat.observeOriginToken(6);
+    for (let i = 0; i < 50; i++) flat.observeRound({ drafted: 4, accepted: 2, draftMs: 4, verifyWallMs: 27, forwardMs: 6.1 }, true);
+    expect(flat.forwardMs(1)).toBeCloseTo(6, 0);
+    expect(flat.forwardMs(9)).toBeLessThan(6.5);
+  });
+});
+
 describe('the controller’s choices', () => {
   it('chooses the same k, hand-over and hand-over target with a frozen clock as with a running one, at every link delay', () => {
     const decision = (plan: RoundPlan) => (plan.action === 'speculate' ? { speculate: plan.draftLength } : { handOverTo: plan.to });
