@@ -7,10 +7,19 @@ import { decode, type GenerationInput } from '../functions/speculation/loop';
 import { GenerationRecord } from '../functions/speculation/record';
 import { newStats } from '../functions/speculation/stats';
 import type { OriginClient } from '../functions/upstream/client';
+import { generateTokens } from './generate';
 import { checkTokens, verifyDraft, type ForwardTarget } from './verify';
 
 /** Sparse q entries a sampled draft token carries, as the edge's default (DRAFT_Q_ENTRIES). */
 const Q_ENTRIES = 32;
+
+/**
+ * This origin's own estimates for its speculation (no link: verification is
+ * local), shared by its streams as an isolate's are at the edge, so the next
+ * stream starts from what the last ones measured. Kept apart from anything the
+ * edge learns.
+ */
+const originLink = new LinkEstimator();
 
 /**
  * Speculation next to the target (`speculate` on /v1/generate, an origin
@@ -28,6 +37,7 @@ export async function* speculateTokens(
   draft: CausalLM,
   request: GenerateRequest & { speculate: OriginSpeculation },
   signal?: AbortSignal,
+  link: LinkEstimator = originLink,
 ): AsyncGenerator<GenerateEvent> {
   checkTokens(request.context, target.config.vocabSize, target.config.maxPositions);
   const { speculate, sampling } = request;
@@ -44,12 +54,17 @@ export async function* speculateTokens(
     logprobs: request.logprobs,
     record,
   };
-  const stats = newStats('lockstep', speculate.draft_length, speculate.method);
+  const mode = speculate.adaptive ? ('adaptive' as const) : ('lockstep' as const);
+  const stats = newStats(mode, speculate.draft_length, speculate.method);
   let forwardMs = 0;
   const local: OriginClient = {
     health: () => Promise.reject(new Error('not used')),
-    generate: () => {
-      throw new Error('not used');
+    // The controller's hand-over: plain decoding from where speculation stopped (its request carries the RNG offset).
+    async *generate(rest: GenerateRequest, restSignal?: AbortSignal) {
+      for await (const event of generateTokens(target, { ...rest, cache_salt: request.cache_salt }, restSignal)) {
+        if (event.type === 'token') forwardMs += event.forward_ms;
+        yield event;
+      }
     },
     async verify(verify: VerifyRequest, verifySignal?: AbortSignal): Promise<VerifyResponse> {
       verifySignal?.throwIfAborted();
@@ -62,9 +77,12 @@ export async function* speculateTokens(
   // else the draft model; the caller's prediction is tried before either.
   const proposer = () =>
     proposerFor(speculate.proposer ?? 'hybrid', { lm: draft }, { qEntries: Q_ENTRIES, promptLength: request.context.length - offset, prediction: speculate.prediction, history: null });
-  const plan = { mode: 'lockstep' as const, method: speculate.method, draftLength: speculate.draft_length, depth: 1, minConfidence: 0, maxMatchDraft: 4 * speculate.draft_length };
-  // A private link estimator: these rounds have no link, and must not teach anything else.
-  const rounds = decode(input, plan, proposer, local, stats, signal, new LinkEstimator());
+  // Lockstep with k = draft_length (seed-reproducible), or with `adaptive` as the edge's adaptive mode: k up to
+  // draft_length from this origin's measured acceptance, draft and forward costs, and a hand-over to plain decoding
+  // when speculating here is predicted to lose (on a CPU origin, where a draft step costs half a target step,
+  // sampled requests often do).
+  const plan = { mode, method: speculate.method, draftLength: speculate.draft_length, depth: 1, minConfidence: 0, maxMatchDraft: 4 * speculate.draft_length };
+  const rounds = decode(input, plan, proposer, local, stats, signal, link);
   let sent = 0;
   for (;;) {
     const step = await rounds.next();
@@ -76,7 +94,8 @@ export async function* speculateTokens(
         token: token.id,
         // A round's forward pass decided all its tokens: each carries its share.
         forward_ms: round.forward_ms / Math.max(1, round.emitted),
-        source: token.source,
+        // Decoded alone after a hand-over: no source, as any origin-decoded token (one target pass each).
+        ...(token.source === 'origin' ? {} : { source: token.source }),
         ...(token.logprob ? { logprob: token.logprob } : {}),
       };
     }
@@ -86,7 +105,8 @@ export async function* speculateTokens(
         finish_reason: step.value,
         origin: { id: '', forward_ms: forwardMs, cached_tokens: 0 },
         speculation: {
-          rounds: stats.rounds,
+          // Verify rounds only: tokens decoded alone after a hand-over are target passes of their own at the edge.
+          rounds: stats.rounds - stats.originTokens,
           drafted: stats.drafted,
           accepted: stats.accepted,
           draft_ms: Math.round(stats.draftMs * 100) / 100,

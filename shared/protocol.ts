@@ -139,6 +139,12 @@ export const originSpeculationSchema = z.object({
   prediction: z.array(tokenId).max(4096).optional(),
   /** hybrid (default): suffix matches over the context, else the draft model; draft-model: the draft model alone (what a request asking for it drafts at the edge). */
   proposer: z.enum(['hybrid', 'draft-model']).optional(),
+  /**
+   * The origin chooses k per round (up to draft_length) from its own measurements and hands over to plain
+   * decoding when speculating is predicted to lose (the edge's adaptive mode, run at the origin); like it,
+   * not bit-reproducible for a seed. Absent: lockstep with k = draft_length.
+   */
+  adaptive: z.boolean().optional(),
 });
 export type OriginSpeculation = z.infer<typeof originSpeculationSchema>;
 

@@ -358,6 +358,7 @@ function originSpeculation(plan: SpeculationPlan, input: GenerationInput): Origi
     method: plan.method,
     ...(input.prediction?.length ? { prediction: [...input.prediction] } : {}),
     ...(plan.originProposer ? { proposer: plan.originProposer } : {}),
+    ...(plan.mode === 'adaptive' ? { adaptive: true } : {}),
   };
 }
 

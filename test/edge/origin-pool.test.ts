@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startEdge, startOrigin, type EdgeService, type Service } from '../../scripts/stack';
-import { DRAFT_DIR, TARGET_DIR } from '../support/models';
+import { startOrigin, type EdgeService, type Service } from '../../scripts/stack';
+import { TARGET_DIR } from '../support/models';
+import { startPoolEdge } from '../support/pool-edge';
 import { heldOutPrompts } from '../support/prompts';
 
 /**
@@ -24,21 +25,13 @@ const startPoolOrigin = (name: 'a' | 'b') => startOrigin({ port: ports[name], id
 
 beforeAll(async () => {
   await Promise.all([startPoolOrigin('a'), startPoolOrigin('b')]);
-  edge = await startEdge({
+  edge = await startPoolEdge({
     port: ports.edge,
-    originUrl: 'http://127.0.0.1:9',
-    persistTo: `.wrangler/test-state-${ports.edge}`,
-    draftDir: DRAFT_DIR,
     secret,
-    vars: {
-      ORIGINS: JSON.stringify([
-        { id: idOf.a, url: origins.a!.url },
-        { id: idOf.b, url: origins.b!.url },
-      ]),
-      ORIGIN_BREAKER_COOLDOWN_MS: '1500',
-      ORIGIN_HEALTH_INTERVAL_MS: '1000',
-      ORIGIN_TIMEOUT_MS: '10000',
-    },
+    origins: [
+      { id: idOf.a, url: origins.a!.url },
+      { id: idOf.b, url: origins.b!.url },
+    ],
   });
 });
 afterAll(async () => {

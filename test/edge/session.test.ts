@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startEdge, startOrigin, type EdgeService, type Service } from '../../scripts/stack';
+import { startOrigin, type EdgeService, type Service } from '../../scripts/stack';
 import { complete, originGreedy, originUrl } from '../support/edge-client';
-import { DRAFT_DIR, TARGET_DIR } from '../support/models';
+import { TARGET_DIR } from '../support/models';
+import { startPoolEdge } from '../support/pool-edge';
 import { heldOutPrompts } from '../support/prompts';
 
 /**
@@ -52,21 +53,13 @@ describe('a session whose origin dies mid-stream', () => {
   beforeAll(async () => {
     survivor = ((await (await fetch(`${originUrl()}/health`)).json()) as { id: string }).id;
     await startDoomed();
-    edge = await startEdge({
+    edge = await startPoolEdge({
       port: ports.edge,
-      originUrl: 'http://127.0.0.1:9',
-      persistTo: `.wrangler/test-state-${ports.edge}`,
-      draftDir: DRAFT_DIR,
       secret,
-      vars: {
-        ORIGINS: JSON.stringify([
-          { id: survivor, url: originUrl() },
-          { id: 'session-doomed', url: doomed!.url },
-        ]),
-        ORIGIN_BREAKER_COOLDOWN_MS: '1500',
-        ORIGIN_HEALTH_INTERVAL_MS: '1000',
-        ORIGIN_TIMEOUT_MS: '10000',
-      },
+      origins: [
+        { id: survivor, url: originUrl() },
+        { id: 'session-doomed', url: doomed!.url },
+      ],
     });
   });
   afterAll(async () => {

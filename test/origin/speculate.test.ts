@@ -1,6 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { generateTokens } from '../../origin/generate';
 import { speculateTokens } from '../../origin/speculate';
+import { LinkEstimator } from '../../functions/speculation/controller';
 import { TargetModel } from '../../origin/target';
 import type { LoadedModel } from '../../shared/model';
 import type { GenerateEvent, GenerateRequest } from '../../shared/protocol';
@@ -48,6 +49,26 @@ describe('speculation at the origin', () => {
       expect(speculated.tokens).toEqual(alone.tokens);
       expect(speculated.done.speculation!.rounds).toBeLessThan(speculated.tokens.length);
       expect(speculated.sources.every((s) => ['draft-accepted', 'suffix', 'target-correction', 'bonus'].includes(s))).toBe(true);
+    }
+  });
+
+  it('adaptive: hands over to plain decoding mid-stream when speculating is predicted to lose, with the target’s tokens', async () => {
+    for (const prompt of prompts.slice(0, 2)) {
+      const alone = await collect(generateTokens(target, request(prompt)));
+      // After three verify rounds this origin's estimates say a one-token step is nearly free: plain decoding wins.
+      const link = new LinkEstimator();
+      const forwardMs = link.forwardMs.bind(link);
+      link.forwardMs = (n) => (link.observations >= 3 && n === 1 ? 0.001 : forwardMs(n));
+      const handed = await collect(speculateTokens(target, draft.lm, { ...request(prompt), speculate: { draft_length: 4, method: 'token', adaptive: true } }, undefined, link));
+      expect(handed.tokens).toEqual(alone.tokens);
+      const plain = handed.sources.filter((s) => s === 'none').length;
+      // The tail came from plain decoding (no source), the head from speculation; rounds count verify passes only.
+      expect(plain).toBeGreaterThan(0);
+      expect(plain).toBeLessThan(handed.tokens.length);
+      expect(handed.sources.slice(handed.sources.indexOf('none')).every((s) => s === 'none')).toBe(true);
+      // At the latest after the three rounds the override needs (this CPU's own estimates may say so sooner).
+      expect(handed.done.speculation!.rounds).toBeGreaterThanOrEqual(1);
+      expect(handed.done.speculation!.rounds).toBeLessThanOrEqual(3);
     }
   });
 

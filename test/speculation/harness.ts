@@ -41,8 +41,9 @@ export async function loadHarness(): Promise<Harness> {
         return { accepted: result.accepted, tokens: result.tokens, origin: { id: 'in-process', forward_ms: result.forwardMs, cached_tokens: result.cachedTokens } };
       },
       async *generate(request) {
-        // With `speculate`, the origin's own speculation next to the target (origin/speculate.ts), as an origin started with --draft.
-        const events = request.speculate ? speculateTokens(model, draft.lm, { ...request, speculate: request.speculate }) : generateTokens(model, request);
+        // With `speculate`, the origin's own speculation next to the target (origin/speculate.ts), as an origin started with --draft;
+        // in lockstep, so a switch to it is exercised every time (its own adaptive hand-over: test/origin/speculate.test.ts).
+        const events = request.speculate ? speculateTokens(model, draft.lm, { ...request, speculate: { ...request.speculate, adaptive: false } }) : generateTokens(model, request);
         for await (const event of events) yield event as GenerateEvent;
       },
     },
