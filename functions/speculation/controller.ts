@@ -60,6 +60,14 @@ export interface OriginSpeculationObservation {
   draftMs: number;
   /** The edge's wall time from sending the request to `done` (ms): one link delay plus everything the origin did. */
   wallMs: number;
+  /**
+   * The edge's wall time from sending the request to the first token (ms): the link, the prompt's prefill
+   * and the first round. When given, the stream's rate is read after it, so neither the prefill (which
+   * every placement pays) nor a cold first pass is charged to speculating at the origin.
+   */
+  firstTokenMs?: number;
+  /** With firstTokenMs: the wall time to the last speculated token (an adaptive origin may decode the rest alone). */
+  lastTokenMs?: number;
   greedy: boolean;
 }
 
@@ -253,14 +261,18 @@ export class LinkEstimator {
     const ceiling = Math.max(0, s.wallMs - s.forwardMs - s.draftMs);
     this.link.streamCeiling.add(ceiling);
     const linkMs = Math.min(ceiling, this.link.measured.value() ?? ceiling);
+    if (s.drafted > 0) this.originDraftPerToken.add(s.draftMs, s.drafted);
+    // With the first token's time: the rounds after the first, each credited its mean share of the stream
+    // (round one's tokens arrive together with the first). Without it: the whole stream less the link.
+    const share = s.firstTokenMs === undefined ? 1 : (s.rounds - 1) / Math.max(1, s.rounds);
+    if (share <= 0) return;
     const own = this.originSpeculation[s.greedy ? 'greedy' : 'sampled'];
     for (const key of Object.keys(own) as Array<keyof OriginSums>) own[key] *= ORIGIN_DECAY;
-    own.ms += s.wallMs - linkMs;
-    own.tokens += s.tokens;
-    own.rounds += s.rounds;
-    own.drafted += s.drafted;
-    own.accepted += s.accepted;
-    if (s.drafted > 0) this.originDraftPerToken.add(s.draftMs, s.drafted);
+    own.ms += s.firstTokenMs === undefined ? s.wallMs - linkMs : Math.max(0, (s.lastTokenMs ?? s.wallMs) - s.firstTokenMs);
+    own.tokens += s.tokens * share;
+    own.rounds += s.rounds * share;
+    own.drafted += s.drafted * share;
+    own.accepted += s.accepted * share;
   }
 
   /** Per-token acceptance at the edge, Beta(2, 2)-smoothed so a cold start is neither 0 nor 1. */

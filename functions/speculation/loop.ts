@@ -396,6 +396,8 @@ export async function* originDecode(
   let first = true;
   let last = started;
   let speculatedTokens = 0;
+  let firstSpeculatedAt: number | null = null;
+  let lastSpeculatedAt = started;
   try {
     for await (const event of events) {
       if (event.type === 'token') {
@@ -405,6 +407,8 @@ export async function* originDecode(
           // Speculated at the origin: its rounds arrive with `done`; its token steps say nothing about one-token decoding.
           stats.originSpeculatedTokens++;
           speculatedTokens++;
+          firstSpeculatedAt ??= now();
+          lastSpeculatedAt = now();
         } else {
           stats.rounds++;
           // The first token carries the prefill and one link delay; later ones a one-token step.
@@ -433,6 +437,7 @@ export async function* originDecode(
             forwardMs: event.origin.forward_ms,
             draftMs: event.speculation.draft_ms,
             wallMs: now() - started,
+            ...(firstSpeculatedAt !== null ? { firstTokenMs: firstSpeculatedAt - started, lastTokenMs: lastSpeculatedAt - started } : {}),
             greedy: input.sampling.temperature === 0,
           });
         }

@@ -109,6 +109,22 @@ describe('draft cost under a frozen clock (deployed Workers)', () => {
   });
 });
 
+describe('origin speculation streams', () => {
+  it('read their rate after the first token: a slow prefill or cold first pass is not charged to speculating at the origin', () => {
+    // 64 tokens in 16 rounds at 2 ms a round after the first token; the first token took 400 ms (link + a long prefill).
+    const stream = { tokens: 64, rounds: 16, drafted: 64, accepted: 48, forwardMs: 16 * 1.5, draftMs: 16 * 0.4, greedy: true };
+    const after = new LinkEstimator();
+    after.observeLinkProbe(5);
+    after.observeOriginSpeculation({ ...stream, wallMs: 400 + 15 * 2, firstTokenMs: 400, lastTokenMs: 400 + 15 * 2 });
+    expect(after.originSpeculationMsPerToken(true)).toBeCloseTo(2 / 4, 1);
+    // Without the first token's time the whole stream less the (measured, 5 ms) link counts, prefill included.
+    const whole = new LinkEstimator();
+    whole.observeLinkProbe(5);
+    whole.observeOriginSpeculation({ ...stream, wallMs: 400 + 15 * 2 });
+    expect(whole.originSpeculationMsPerToken(true)!).toBeGreaterThan(5 * after.originSpeculationMsPerToken(true)!);
+  });
+});
+
 describe('the origin forward-time line', () => {
   it('keeps a CPU origin’s one-token step while many verify passes of one length arrive after it', () => {
     const link = new LinkEstimator();
