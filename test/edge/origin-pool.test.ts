@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startOrigin, type EdgeService, type Service } from '../../scripts/stack';
 import { TARGET_DIR } from '../support/models';
-import { startPoolEdge } from '../support/pool-edge';
+import { startPoolEdge, streamUntilTokens } from '../support/pool-edge';
 import { heldOutPrompts } from '../support/prompts';
 
 /**
@@ -45,43 +45,7 @@ async function complete(body: Record<string, unknown>) {
   return { status: response.status, headers: response.headers, json: (await response.json()) as any, ms: Date.now() - started };
 }
 
-/** Streams a completion; calls `onFirstChunk` once tokens are flowing. Returns every token id, the final chunk and any error chunk. */
-async function stream(body: Record<string, unknown>, onFirstChunk: () => void | Promise<void>) {
-  const response = await fetch(`${edge.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${edge.apiKey}` }, body: JSON.stringify({ ...body, stream: true, return_token_ids: true }) });
-  expect(response.status).toBe(200);
-  const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
-  const ids: number[] = [];
-  let buffered = '';
-  let last: any = null;
-  let error: any = null;
-  let done = false;
-  let fired = false;
-  for (;;) {
-    const { value, done: ended } = await reader.read();
-    if (ended) break;
-    buffered += value;
-    let end: number;
-    while ((end = buffered.indexOf('\n\n')) >= 0) {
-      const data = buffered.slice(0, end).replace(/^data: ?/, '');
-      buffered = buffered.slice(end + 2);
-      if (data === '[DONE]') {
-        done = true;
-        continue;
-      }
-      const chunk = JSON.parse(data);
-      if (chunk.error) error = chunk.error;
-      else {
-        ids.push(...(chunk.choices[0]?.token_ids ?? []));
-        last = chunk;
-      }
-      if (!fired && ids.length) {
-        fired = true;
-        await onFirstChunk();
-      }
-    }
-  }
-  return { ids, last, error, done, fired };
-}
+const stream = (body: Record<string, unknown>, onFirstTokens: () => void | Promise<void>) => streamUntilTokens(edge, body, onFirstTokens);
 
 const kill = (name: 'a' | 'b') => {
   origins[name]!.process.kill('SIGKILL');

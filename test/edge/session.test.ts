@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startOrigin, type EdgeService, type Service } from '../../scripts/stack';
 import { complete, originGreedy, originUrl } from '../support/edge-client';
 import { TARGET_DIR } from '../support/models';
-import { startPoolEdge } from '../support/pool-edge';
+import { startPoolEdge, streamUntilTokens } from '../support/pool-edge';
 import { heldOutPrompts } from '../support/prompts';
 
 /**
@@ -80,39 +80,7 @@ describe('a session whose origin dies mid-stream', () => {
     throw new Error('no held-out prompt lives on the doomed origin and generates the whole length');
   }
 
-  /** Streams a completion; `onFirstTokens` runs once tokens flow. Every token id, the final chunk, any error chunk. */
-  async function stream(body: Record<string, unknown>, onFirstTokens: () => void) {
-    const response = await post({ ...body, stream: true, return_token_ids: true });
-    expect(response.status).toBe(200);
-    const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
-    const ids: number[] = [];
-    let buffered = '';
-    let last: any = null;
-    let error: any = null;
-    let fired = false;
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffered += value;
-      let end: number;
-      while ((end = buffered.indexOf('\n\n')) >= 0) {
-        const data = buffered.slice(0, end).replace(/^data: ?/, '');
-        buffered = buffered.slice(end + 2);
-        if (data === '[DONE]') continue;
-        const chunk = JSON.parse(data);
-        if (chunk.error) error = chunk.error;
-        else {
-          ids.push(...(chunk.choices[0]?.token_ids ?? []));
-          last = chunk;
-        }
-        if (!fired && ids.length) {
-          fired = true;
-          onFirstTokens();
-        }
-      }
-    }
-    return { ids, last, error };
-  }
+  const stream = (body: Record<string, unknown>, onFirstTokens: () => void) => streamUntilTokens(edge, body, onFirstTokens);
 
   it('the session carries the rounds while its origin lives; killed mid-stream, the rest fails over to HTTP on the other origin, tokens identical', async () => {
     home = await promptOnDoomed();
