@@ -52,7 +52,20 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | null | u
 export async function queryLocalD1<T = Record<string, unknown>>(sql: string): Promise<T[]> {
   const persistTo = `.wrangler/test-state-${new URL(edgeUrl()).port}`;
   const args = ['node_modules/wrangler/bin/wrangler.js', 'd1', 'execute', 'DB', '--local', '--env', 'test', '--persist-to', persistTo, '--json', '--command', sql];
-  const { stdout } = await promisify(execFile)(process.execPath, args, { env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CI: '1' }, maxBuffer: 16 * 2 ** 20 });
+  const run = () => promisify(execFile)(process.execPath, args, { env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CI: '1' }, maxBuffer: 16 * 2 ** 20 });
+  // The running edge writes the same SQLite file (jobs, usage, rate limits),
+  // so this second reader can meet its write lock (SQLITE_BUSY): wait and read again.
+  let stdout = '';
+  for (let attempt = 1; ; attempt++) {
+    try {
+      ({ stdout } = await run());
+      break;
+    } catch (error) {
+      const busy = /SQLITE_BUSY|database is locked/.test(String((error as { stderr?: string }).stderr ?? '') + String((error as { stdout?: string }).stdout ?? '') + String(error));
+      if (!busy || attempt >= 8) throw error;
+      await sleep(250 * attempt);
+    }
+  }
   // `--json` prints one array of statement results; anything wrangler prints around it is not ours.
   const results = JSON.parse(stdout.slice(stdout.indexOf('['), stdout.lastIndexOf(']') + 1)) as Array<{ results: T[] }>;
   return results.flatMap((r) => r.results);
