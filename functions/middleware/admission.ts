@@ -120,6 +120,8 @@ interface Admitted {
 const admitted = new Set<Admitted>();
 /** The WASM heap right after the draft engine loaded (the first reading), before any run grew it. */
 let heapAtLoad: number | null = null;
+/** Generations this isolate has refused (isolate_busy), HTTP and jobs alike; tests wait on it instead of sleeping. */
+let refusals = 0;
 
 export interface IsolateMemory {
   budgetBytes: number;
@@ -130,6 +132,8 @@ export interface IsolateMemory {
   /** The heap the admitted generations may need: max(now, at load + their largest prefill). */
   projectedHeapBytes: number;
   inFlight: number;
+  /** How many generations this isolate has refused so far. */
+  refusals: number;
   /** Sum of the admitted generations' JS bytes. */
   reservedBytes: number;
   /** JS base + projected heap + reserved. */
@@ -150,6 +154,7 @@ export function isolateMemory(budgetBytes: number, heap: number | null, extra?: 
     wasmHeapAtLoadBytes: heapAtLoad,
     projectedHeapBytes,
     inFlight: estimates.length,
+    refusals,
     reservedBytes,
     estimatedBytes: JS_BASE_BYTES + projectedHeapBytes + reservedBytes,
   };
@@ -169,7 +174,10 @@ export interface AdmissionTicket {
 export function admitGeneration(shape: DraftShape, size: GenerationSize, budgetBytes: number, heapBytes: number | null): AdmissionTicket {
   const estimate = estimateGeneration(shape, size);
   const memory = isolateMemory(budgetBytes, heapBytes, estimate);
-  if (admitted.size > 0 && memory.estimatedBytes > budgetBytes) throw isolateBusy(memory, estimate);
+  if (admitted.size > 0 && memory.estimatedBytes > budgetBytes) {
+    refusals++;
+    throw isolateBusy(memory, estimate);
+  }
   if (memory.estimatedBytes > budgetBytes) {
     console.warn(`[edge] admitting a generation alone although its estimate (${mib(memory.estimatedBytes)} MiB) passes the isolate budget (${mib(budgetBytes)} MiB)`);
   }

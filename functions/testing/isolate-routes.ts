@@ -26,6 +26,7 @@ isolateRoutes.get('/internal/isolate', apiKeyAuth, (c) => {
       wasm_heap_at_load_bytes: memory.wasmHeapAtLoadBytes,
       projected_heap_bytes: memory.projectedHeapBytes,
       in_flight: memory.inFlight,
+      refusals: memory.refusals,
       reserved_bytes: memory.reservedBytes,
       estimated_bytes: memory.estimatedBytes,
     },

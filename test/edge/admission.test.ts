@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { estimateGeneration, JS_BASE_BYTES, type DraftShape } from '../../functions/middleware/admission';
 import { parseDecoderConfig } from '../../shared/model/config';
 import { startEdge, type EdgeService } from '../../scripts/stack';
-import { api, originUrl, sleep, sseData, waitFor } from '../support/edge-client';
+import { api, originUrl, sseData, waitFor } from '../support/edge-client';
 import { DRAFT_DIR, loadFolderTokenizer } from '../support/models';
 import { heldOutPrompts } from '../support/prompts';
 
@@ -62,10 +62,15 @@ const headers = () => ({ 'content-type': 'application/json', authorization: `Bea
 const isolate = async () => (await (await fetch(`${edge.url}/internal/isolate`, { headers: headers() })).json()) as {
   wasm_instantiated: boolean;
   wasm_heap_bytes: number | null;
-  admission: { budget_bytes: number; wasm_heap_at_load_bytes: number | null; projected_heap_bytes: number; in_flight: number; reserved_bytes: number; estimated_bytes: number };
+  admission: { budget_bytes: number; wasm_heap_at_load_bytes: number | null; projected_heap_bytes: number; in_flight: number; refusals: number; reserved_bytes: number; estimated_bytes: number };
 };
 const completion = (body: Record<string, unknown>) => fetch(`${edge.url}/v1/completions`, { method: 'POST', headers: headers(), body: JSON.stringify(body) });
-const longRequest = (prompt: number[]) => completion({ prompt, max_tokens: MAX_TOKENS, temperature: 0.7, seed: 7, stream: true });
+/**
+ * Drafted at the edge one token a round: the slowest speculative plan, so a long generation lasts seconds on any
+ * machine (origin placement on an idle machine finished 400 tokens in about 2 s, before the job test's check).
+ */
+const longRequest = (prompt: number[]) =>
+  completion({ prompt, max_tokens: MAX_TOKENS, temperature: 0.7, seed: 7, stream: true, speculation: { mode: 'lockstep', placement: 'edge', draft_length: 1 } });
 
 /** Two long streams, admitted and running (their first chunk read), and a function that reads both to their end. */
 async function twoLongStreams(): Promise<{ finish(): Promise<string[]> }> {
@@ -174,11 +179,17 @@ describe('memory admission of background jobs', () => {
     const created = await api('POST', '/v1/jobs', { prompt: prompts[2], max_tokens: JOB_MAX_TOKENS, temperature: 0 }, tenant.key, {}, edge.url);
     expect(created.status, JSON.stringify(created.json)).toBe(202);
 
-    // The consumer gets the message within about a second (max_batch_timeout = 1) and is refused: the job is not claimed.
-    await sleep(3_000);
+    // The consumer gets the message within about a second (max_batch_timeout = 1) and is refused: the job is not
+    // claimed. Waited for by the isolate's refusal count, not a fixed sleep, so the check lands while both long
+    // generations still run.
+    const refusalsBefore = (await isolate()).admission.refusals;
+    const refusedNow = await waitFor('the consumer to refuse the job', async () => {
+      const now = await isolate();
+      return now.admission.refusals > refusalsBefore ? now : null;
+    }, 20_000, 100);
+    expect(refusedNow.admission.in_flight, 'the refused job holds no slot').toBe(2);
     const waiting = (await api('GET', `/v1/jobs/${created.json.id}`, undefined, tenant.key, {}, edge.url)).json;
     expect(waiting).toMatchObject({ status: 'queued', attempts: 0, started_at: null, error: null });
-    expect((await isolate()).admission.in_flight, 'the refused job holds no slot').toBe(2);
 
     // The long generations end; the job's next message is admitted and it runs, once.
     for (const text of await streams.finish()) expect(sseData(text).at(-1)).toBe('[DONE]');
