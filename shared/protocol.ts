@@ -61,17 +61,34 @@ export const draftTokenSchema = z
     if (!own || !(own[1] > 0)) ctx.addIssue({ code: 'custom', path: ['q'], message: `the drafted token ${draft.token} must have positive probability under its own q` });
   });
 
-export const verifyRequestSchema = z.object({
-  model: z.string().optional(),
-  /** Every token before the draft: prompt plus tokens generated so far. */
-  context: z.array(tokenId).min(1),
-  draft: z.array(draftTokenSchema).max(64),
-  sampling: samplingSchema,
-  method: z.enum(['token', 'block']).default('token'),
-  /** The tenant's prefix-cache salt: target KV is only reused within one salt (shared/prefix-cache). */
-  cache_salt: cacheSaltSchema,
-  logprobs: logprobsRequestSchema,
-});
+/** The most alternative nodes a draft tree may add to the draft path (each costs the target a row of at most k tokens). */
+export const MAX_DRAFT_BRANCHES = 16;
+
+/**
+ * An alternative drafted token: a draft tree is the `draft` path (node i's parent is node i − 1) plus these
+ * nodes, numbered after it (branch j is node draft.length + j), each hanging from an earlier node (-1 = the
+ * context). Its q is the distribution it was drawn from given its earlier siblings (shared/sampling/multipath.ts).
+ */
+export const draftBranchSchema = z.intersection(draftTokenSchema, z.object({ parent: z.number().int().min(-1).max(64 + MAX_DRAFT_BRANCHES) }));
+
+export const verifyRequestSchema = z
+  .object({
+    model: z.string().optional(),
+    /** Every token before the draft: prompt plus tokens generated so far. */
+    context: z.array(tokenId).min(1),
+    draft: z.array(draftTokenSchema).max(64),
+    /** Multi-path drafts: alternative nodes beside the draft path, scored in the same pass (ARCHITECTURE.md: Multi-path drafts). */
+    branches: z.array(draftBranchSchema).max(MAX_DRAFT_BRANCHES).optional(),
+    sampling: samplingSchema,
+    method: z.enum(['token', 'block']).default('token'),
+    /** The tenant's prefix-cache salt: target KV is only reused within one salt (shared/prefix-cache). */
+    cache_salt: cacheSaltSchema,
+    logprobs: logprobsRequestSchema,
+  })
+  .superRefine((request, ctx) => {
+    const problem = draftTreeProblem(request.draft.length, request.branches);
+    if (problem) ctx.addIssue({ code: 'custom', path: ['branches'], message: problem });
+  });
 export type VerifyRequest = z.infer<typeof verifyRequestSchema>;
 
 /*
@@ -109,6 +126,8 @@ export const verifyResponseSchema = z.object({
   tokens: z.array(tokenId).min(1).max(65),
   /** With the request's `logprobs`: one entry per token of `tokens`. */
   logprobs: z.array(tokenLogprobSchema).max(65).optional(),
+  /** With the request's `branches`: the accepted nodes of the tree (draft path first, then branches), root first. */
+  path: z.array(count.max(64 + MAX_DRAFT_BRANCHES)).max(64).optional(),
   origin: originStatsSchema,
 });
 export type VerifyResponse = z.infer<typeof verifyResponseSchema>;
@@ -214,16 +233,28 @@ export type OriginHealth = z.infer<typeof originHealthSchema>;
  * malformed reply from that origin.
  */
 export function verifyReplyProblem(
-  request: { draft: ReadonlyArray<{ token: number }>; logprobs?: number },
-  reply: Pick<VerifyResponse, 'accepted' | 'tokens' | 'logprobs'>,
+  request: { draft: ReadonlyArray<{ token: number }>; branches?: ReadonlyArray<{ token: number; parent: number }>; logprobs?: number },
+  reply: Pick<VerifyResponse, 'accepted' | 'tokens' | 'logprobs' | 'path'>,
   vocabSize?: number,
 ): string | null {
   const k = request.draft.length;
   const { accepted, tokens } = reply;
   if (!Number.isInteger(accepted) || accepted < 0 || accepted > k) return `accepted ${accepted} is not an integer in 0..${k} (the draft length)`;
   if (tokens.length !== accepted + 1) return `${tokens.length} tokens for ${accepted} accepted (expected accepted + 1 = ${accepted + 1})`;
-  for (let i = 0; i < accepted; i++) {
-    if (tokens[i] !== request.draft[i].token) return `token ${i} is not the accepted draft token`;
+  if (request.branches?.length && reply.path) {
+    // A tree: the accepted tokens are those of a path from the root, which the reply names node by node. A reply
+    // without a path verified the draft path alone (an engine, or an origin that predates trees): lossless too.
+    const nodes = [...request.draft.map((d, i) => ({ token: d.token, parent: i - 1 })), ...request.branches];
+    if (reply.path.length !== accepted) return `a path of ${reply.path.length} nodes for ${accepted} accepted`;
+    for (let i = 0; i < accepted; i++) {
+      const node = nodes[reply.path[i]];
+      if (!node || node.parent !== (i === 0 ? -1 : reply.path[i - 1])) return `path node ${i} is not a child of the one before it`;
+      if (tokens[i] !== node.token) return `token ${i} is not the accepted node's token`;
+    }
+  } else {
+    for (let i = 0; i < accepted; i++) {
+      if (tokens[i] !== request.draft[i].token) return `token ${i} is not the accepted draft token`;
+    }
   }
   if (request.logprobs !== undefined) {
     if (reply.logprobs?.length !== tokens.length) return `${reply.logprobs?.length ?? 'no'} log-probability entries for ${tokens.length} tokens`;
@@ -233,6 +264,24 @@ export function verifyReplyProblem(
     }
   }
   return tokensProblem(tokens, vocabSize);
+}
+
+/**
+ * What is wrong with a draft tree's shape, or null: every branch hangs from an earlier node (-1 = the context),
+ * and no node sits deeper than the draft path, so every row the target scores fits where the path does.
+ */
+export function draftTreeProblem(pathLength: number, branches: ReadonlyArray<{ parent: number }> | undefined): string | null {
+  if (!branches?.length) return null;
+  if (pathLength === 0) return 'branches need a draft path to hang from';
+  const depth: number[] = Array.from({ length: pathLength }, (_, i) => i);
+  for (const [j, { parent }] of branches.entries()) {
+    const index = pathLength + j;
+    if (parent >= index) return `branch ${j} (node ${index}) hangs from node ${parent}, which does not come before it`;
+    const at = parent < 0 ? 0 : depth[parent] + 1;
+    if (at >= pathLength) return `branch ${j} (node ${index}) would sit at depth ${at + 1}, deeper than the draft path (${pathLength})`;
+    depth.push(at);
+  }
+  return null;
 }
 
 /** What is wrong with a (schema-valid) generate event, or null: a token must be inside the vocabulary (when `vocabSize` is known). */

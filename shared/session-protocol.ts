@@ -77,6 +77,7 @@ export const sessionVerifySchema = z.strictObject({
   /** The context's tokens after those. */
   append: z.array(v.context.element),
   draft: v.draft,
+  branches: v.branches,
   sampling: v.sampling,
   method: v.method,
   logprobs: v.logprobs,

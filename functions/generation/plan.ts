@@ -11,6 +11,7 @@ export interface SpeculationRequest {
   mode?: SpeculationPlan['mode'];
   depth?: number;
   min_confidence?: number;
+  branches?: number;
   placement?: 'auto' | 'edge' | 'origin';
   proposer?: ProposerKind;
 }
@@ -39,6 +40,7 @@ export function speculationPlan(spec: SpeculationRequest = {}, config: EdgeConfi
     // Early stop is part of adaptive drafting; lockstep and pipelined draft k tokens unless asked.
     minConfidence: spec.min_confidence ?? (mode === 'adaptive' ? config.draftMinConfidence : 0),
     placement: spec.placement ?? config.speculationPlacement,
+    branches: spec.branches ?? 0,
     // The origin drafts with its hybrid, or with the draft model alone when the request asked for that one.
     originProposer: (spec.proposer ?? config.defaultProposer) === 'draft-model' ? 'draft-model' : 'hybrid',
   };

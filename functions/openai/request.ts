@@ -29,6 +29,8 @@ export const speculationSchema = z
     /** lockstep: one verify round in flight; pipelined: up to `depth`; adaptive: the controller picks k or hands over to the origin; branch-ahead: lockstep, drafting the next block for the likeliest verdicts while one is on the wire; origin: no drafting. */
     mode: z.enum(['origin', 'lockstep', 'pipelined', 'adaptive', 'branch-ahead']).optional(),
     depth: z.number().int().min(1).max(8).optional(),
+    /** Multi-path drafts: up to this many alternative tokens beside the draft model's path, where it was least sure, scored in the same target pass (0 = one path). */
+    branches: z.number().int().min(0).max(8).optional(),
     /** Early stop when the draft's top probability falls below this (0 = off). */
     min_confidence: z.number().min(0).max(1).optional(),
     /** How drafts are made: the draft model, n-gram lookup in the context, suffix matching over the context and the tenant's recent outputs, or per round the best of them. */

@@ -10,6 +10,7 @@ import { DelayAdaptiveController, isolateLink, type LinkEstimator } from './cont
 import { choosePlacement } from './placement';
 import type { GenerationRecord } from './record';
 import type { SpeculationStats } from './stats';
+import { draftAlternatives } from './draft-tree';
 
 export interface GenerationInput {
   prompt: readonly number[];
@@ -65,6 +66,11 @@ export interface SpeculationPlan {
    * bounds every draft by the k it chose.
    */
   maxMatchDraft?: number;
+  /**
+   * Multi-path drafts: alternatives beside each draft-model path, one verify round
+   * one tree (./draft-tree.ts); lockstep-like rounds only (depth 1). 0 or absent = one path.
+   */
+  branches?: number;
   /** Default 'edge'. */
   placement?: PlacementRequest;
   /**
@@ -127,6 +133,8 @@ interface Block {
   context: number;
   offset: number;
   draft: DraftToken[];
+  /** Multi-path drafts: alternative nodes sent beside `draft` (./draft-tree.ts). */
+  alternatives: number;
   /** The proposer that drafted it (a hybrid's member): per-proposer stats and the hybrid's feedback. */
   source: string;
   draftMs: number;
@@ -187,6 +195,8 @@ async function* speculate(
   const startMatch = Math.min(maxMatch, MATCH_DRAFT_FACTOR * plan.draftLength);
   let matchBudget = startMatch;
   const branchAhead = plan.mode === 'branch-ahead';
+  // Trees in rounds that are alone on the wire: a pipelined successor assumes the draft path itself.
+  const treeWidth = depth === 1 ? (plan.branches ?? 0) : 0;
   /** Branch-ahead: the next block, drafted while the last verdict was on the wire, when that verdict came back as guessed. */
   let prepared: Branch | null = null;
   try {
@@ -224,18 +234,20 @@ async function* speculate(
         const hit = prepared;
         prepared = null;
         // A prepared branch was drafted for exactly this context (branchFor matched the verdict); it is only cut to this round's room.
-        const draft = hit ? hit.draft.slice(0, k) : k > 0 ? await proposer.propose(context, k, sampling, { minConfidence: plan.minConfidence, maxMatchTokens: matchTokens, confidence: branchAhead }) : [];
+        const draft = hit ? hit.draft.slice(0, k) : k > 0 ? await proposer.propose(context, k, sampling, { minConfidence: plan.minConfidence, maxMatchTokens: matchTokens, confidence: branchAhead || treeWidth > 0 }) : [];
         if (draft.length > matchTokens) throw new Error(`proposer ${proposer.name} drafted ${draft.length} tokens, more than the ${matchTokens} allowed`);
         const source = hit ? hit.source : (proposer.lastSource ?? proposer.name);
         const confidence = hit ? hit.confidence : proposer.lastConfidence;
+        // Alternatives only beside a model's path: a match has no distribution to branch from.
+        const alternatives = treeWidth > 0 && source === DRAFT_MODEL ? draftAlternatives(draft, sampling, treeWidth, confidence) : [];
         const sentAt = now();
         signal?.throwIfAborted();
         const discard = new AbortController();
         const blockSignal = signal ? AbortSignal.any([signal, discard.signal]) : discard.signal;
-        const verdict = origin.verify({ context, draft, sampling, method: plan.method, ...(input.logprobs !== undefined ? { logprobs: input.logprobs } : {}) }, blockSignal);
+        const verdict = origin.verify({ context, draft, ...(alternatives.length ? { branches: alternatives } : {}), sampling, method: plan.method, ...(input.logprobs !== undefined ? { logprobs: input.logprobs } : {}) }, blockSignal);
         // A discarded block's answer is never awaited: keep its failure from surfacing as unhandled.
         verdict.catch(() => {});
-        const block: Block = { context: context.length, offset: position, draft, source, draftMs: sentAt - draftStarted, sentAt, verdict, discard, fromBranch: hit !== null };
+        const block: Block = { context: context.length, offset: position, draft, alternatives: alternatives.length, source, draftMs: sentAt - draftStarted, sentAt, verdict, discard, fromBranch: hit !== null };
         if (branchAhead && draft.length > 0) block.branches = branchesWhileWaiting(block, { proposer, context, draft, confidence, input, plan, signal, stats });
         inflight.push(block);
         stats.draftMs += sentAt - draftStarted;
@@ -253,6 +265,11 @@ async function* speculate(
       stats.verifyMs += verifyWallMs;
       stats.rounds++;
       stats.accepted += verdict.accepted;
+      if (block.alternatives > 0) {
+        stats.tree.rounds++;
+        stats.tree.branches += block.alternatives;
+        if (verdict.path?.some((node) => node >= block.draft.length)) stats.tree.branchTaken++;
+      }
       stats.originIds.add(verdict.origin.id);
       stats.originForwardMs += verdict.origin.forward_ms;
       const perProposer = (stats.proposers[block.source] ??= { rounds: 0, drafted: 0, accepted: 0 });

@@ -45,6 +45,11 @@ export interface SpeculationStats {
    * branches drafted, and the edge ms spent drafting them while verdicts were on the wire.
    */
   branchAhead: { verdicts: number; hits: number; branches: number; draftMs: number };
+  /**
+   * Multi-path drafts (`speculation.branches`): verify rounds sent as a tree, the alternative nodes they
+   * carried, and the rounds whose accepted path went through an alternative (ARCHITECTURE.md: Multi-path drafts).
+   */
+  tree: { rounds: number; branches: number; branchTaken: number };
   /** How verify rounds reached the origin (functions/upstream/session.ts): "websocket" once a session served one, else "http". */
   transport: 'websocket' | 'http';
   /** Verify rounds sent over HTTP although a session was tried (it could not open, or dropped mid-generation). */
@@ -83,6 +88,7 @@ export function newStats(strategy: SpeculationMode, draftLength: number, method:
     handoverReason: null,
     proposers: {},
     branchAhead: { verdicts: 0, hits: 0, branches: 0, draftMs: 0 },
+    tree: { rounds: 0, branches: 0, branchTaken: 0 },
     transport: 'http',
     sessionFallbacks: 0,
     originQueueMs: 0,
@@ -129,6 +135,8 @@ export function statsToJson(stats: SpeculationStats, emittedTokens: number) {
       stats.strategy === 'branch-ahead'
         ? { verdicts: stats.branchAhead.verdicts, hits: stats.branchAhead.hits, hit_rate: stats.branchAhead.verdicts ? ms(stats.branchAhead.hits / stats.branchAhead.verdicts) : null, branches: stats.branchAhead.branches, draft_ms: ms(stats.branchAhead.draftMs) }
         : null,
+    /** Multi-path drafts: rounds sent as a tree, their alternatives, and rounds decided through one. */
+    tree: stats.tree.rounds > 0 ? { rounds: stats.tree.rounds, branches: stats.tree.branches, branch_taken: stats.tree.branchTaken } : null,
     proposers: Object.fromEntries(Object.entries(stats.proposers).map(([name, p]) => [name, { ...p }])),
     transport: stats.transport,
     session_fallbacks: stats.sessionFallbacks,

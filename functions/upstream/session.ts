@@ -185,6 +185,7 @@ export class SessionOriginClient implements OriginClient {
       keep,
       append: request.context.slice(keep),
       draft: request.draft,
+      ...(request.branches?.length ? { branches: request.branches } : {}),
       sampling: request.sampling,
       method: request.method,
       ...(request.logprobs !== undefined ? { logprobs: request.logprobs } : {}),

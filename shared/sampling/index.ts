@@ -3,3 +3,4 @@ export * from './params';
 export * from './distribution';
 export * from './verify';
 export * from './logprobs';
+export * from './multipath';

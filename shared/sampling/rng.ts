@@ -116,3 +116,21 @@ export function roundRng(seed: number, round: number): Rng {
   const derived = hashToUnit([seedLo, seedHi, 0x3c6ef372, roundLo, roundHi]) * 9007199254740992;
   return counterRng(derived);
 }
+
+/**
+ * The generator for one row (path) of a draft tree in a round
+ * (shared/sampling/multipath.ts): row 0 is exactly `roundRng(seed, round)`, so
+ * a tree that is a single path draws what a single-path round draws; every
+ * other row's draws are independent of row 0's and of each other.
+ */
+export function branchRng(seed: number, round: number, row: number): Rng {
+  assertSafeInteger(row, 'rng row');
+  if (row < 0) throw new RangeError(`rng row must be non-negative, got ${row}`);
+  if (row === 0) return roundRng(seed, round);
+  const [seedLo, seedHi] = splitWords(seed);
+  const [roundLo, roundHi] = splitWords(round);
+  const [rowLo, rowHi] = splitWords(row);
+  // A stream key no draw or roundRng uses, so a row's seed never equals another generator's.
+  const derived = hashToUnit([seedLo, seedHi, 0x510e527f, roundLo, roundHi, rowLo, rowHi]) * 9007199254740992;
+  return counterRng(derived);
+}

@@ -194,7 +194,7 @@ export function verifyBlock(draftTokens: DraftToken[], p: Float64Array[], rng: R
 }
 
 /** norm(max(0, weight·p − q)), or p itself when no mass is left (a probability-zero branch, see callers). */
-function scaledResidual(p: Float64Array, q: Float64Array, weight: number): Float64Array {
+export function scaledResidual(p: Float64Array, q: Float64Array, weight: number): Float64Array {
   const residual = new Float64Array(p.length);
   let mass = 0;
   for (let x = 0; x < p.length; x++) mass += residual[x] = Math.max(0, weight * p[x] - q[x]);
@@ -210,12 +210,13 @@ function deltaDistribution(token: number, vocab: number): Float64Array {
   return delta;
 }
 
-function proposalAsDense(draft: DraftToken, vocab: number): Float64Array {
+/** A drafted token's proposal as a dense distribution: its sparse q, or δ(token). */
+export function proposalAsDense(draft: DraftToken, vocab: number): Float64Array {
   return draft.q ? sparseToDense(draft.q, vocab) : deltaDistribution(draft.token, vocab);
 }
 
 /** q(x) for the drafted token x. A drafted token the proposal gives no mass cannot have been sampled from it. */
-function proposalProbability(draft: DraftToken, vocab: number): number {
+export function proposalProbability(draft: DraftToken, vocab: number): number {
   checkToken(draft.token, vocab);
   if (!draft.q) return 1;
   const entry = draft.q.find(([token]) => token === draft.token);

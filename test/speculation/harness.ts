@@ -38,7 +38,7 @@ export async function loadHarness(): Promise<Harness> {
       async verify(request) {
         harness.verifyCalls++;
         const result = await verifyDraft(model, request);
-        return { accepted: result.accepted, tokens: result.tokens, origin: { id: 'in-process', forward_ms: result.forwardMs, cached_tokens: result.cachedTokens } };
+        return { accepted: result.accepted, tokens: result.tokens, ...(result.path ? { path: result.path } : {}), origin: { id: 'in-process', forward_ms: result.forwardMs, cached_tokens: result.cachedTokens } };
       },
       async *generate(request) {
         // With `speculate`, the origin's own speculation next to the target (origin/speculate.ts), as an origin started with --draft;

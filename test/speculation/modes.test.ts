@@ -61,6 +61,23 @@ describe('greedy output is identical to target-only decoding in every mode', () 
     }
   });
 
+  it('multi-path drafts (lockstep k=4, 3 alternatives): the same tokens, some rounds decided through an alternative', async () => {
+    let trees = 0;
+    let taken = 0;
+    for (const prompt of prompts) {
+      const reference = await run(prompt, 40, greedy, plan('origin', { draftLength: 0 }));
+      for (const method of ['token', 'block'] as const) {
+        const tree = await run(prompt, 40, greedy, plan('lockstep', { draftLength: 4, branches: 3, method }));
+        expect(tree.tokens).toEqual(reference.tokens);
+        trees += tree.stats.tree.rounds;
+        taken += tree.stats.tree.branchTaken;
+      }
+    }
+    console.log(`multi-path, greedy: ${taken} of ${trees} tree rounds went through an alternative`);
+    expect(trees).toBeGreaterThan(10);
+    expect(taken).toBeGreaterThan(0);
+  });
+
   it('branch-ahead: the same tokens, with next blocks drafted while verdicts are on the wire', async () => {
     let verdicts = 0;
     let hits = 0;
@@ -111,6 +128,9 @@ describe('sampled output has the target-only distribution in every mode', () => 
   // makes the origin's stream decide token 2 (offset 1) whenever round one emitted a single token.
   const modes: Array<[string, SpeculationPlan, (() => LinkEstimator)?]> = [
     ['lockstep, block verification', plan('lockstep', { draftLength: 2, method: 'block' })],
+    // Trees: the draft path plus alternatives where the draft was least sure, scored in one round.
+    ['multi-path k=2, 3 alternatives, recursive rejection sampling', plan('lockstep', { draftLength: 2, branches: 3 })],
+    ['multi-path k=2, 3 alternatives, multi-path block verification', plan('lockstep', { draftLength: 2, branches: 3, method: 'block' })],
     ['pipelined k=1 depth 2', plan('pipelined', { draftLength: 1, depth: 2 })],
     ['adaptive, hand-over after one round', plan('adaptive', { draftLength: 1 }), () => handoverAfter(1)],
     // The switch between placements: edge drafting for one round, then speculation at the origin from offset 1 or 2.
@@ -145,8 +165,10 @@ describe('sampled output has the target-only distribution in every mode', () => 
     let accepted = 0;
     let handovers = 0;
     let originSpeculated = 0;
+    let branchTaken = 0;
     for (let seed = 0; seed < samples; seed++) {
       const { tokens, stats } = await run(prompt, 3, { ...sampling, seed }, p, link?.());
+      branchTaken += stats.tree.branchTaken;
       const key = tokens.slice(0, 2).join(',');
       counts.set(key, (counts.get(key) ?? 0) + 1);
       accepted += stats.accepted;
@@ -164,6 +186,8 @@ describe('sampled output has the target-only distribution in every mode', () => 
     if (link) expect(handovers).toBeGreaterThan(samples * 0.05);
     // The hand-over to origin speculation decided token 2 there often enough to be tested.
     if (p.originDrafts) expect(originSpeculated).toBeGreaterThan(samples * 0.05);
+    // Trees: rounds decided through an alternative happened often enough to be tested.
+    if (p.branches) expect(branchTaken, 'rounds decided through an alternative').toBeGreaterThan(samples * 0.05);
     expect(result.pValue).toBeGreaterThan(1e-3);
   });
 });

@@ -1,0 +1,61 @@
+import { branchRng, sampleFrom, sparseToDense, withoutTokens, type DraftToken } from '../../shared/sampling';
+import type { WireSampling } from '../../shared/protocol';
+import type { DraftConfidence } from '../proposers/types';
+
+/** An alternative beside the draft path: node `draft.length + j` of the tree, hanging from `parent` (-1 = the context). */
+export interface DraftAlternative extends DraftToken {
+  parent: number;
+}
+
+/**
+ * Multi-path drafts (ARCHITECTURE.md: Multi-path drafts): up to `count`
+ * one-token alternatives beside the draft model's path, where the draft was
+ * least sure, so a rejection there can still be answered by an alternative
+ * the target scored in the same pass (shared/sampling/multipath.ts decides).
+ *
+ * Sampled drafts: each alternative goes to the position whose drafted tokens
+ * cover the least of q so far, and is drawn from q without them (sampling
+ * without replacement: its q is exactly that remainder), with the draft
+ * stream of its own row (`branchRng`), never the draws verification uses.
+ * Greedy drafts: the draft's runner-up at the least confident positions,
+ * one per position, as a deterministic proposal. Where the alternatives go
+ * depends only on the draft's own distributions, so verification stays
+ * lossless. Rows: the path is row 0 and alternative j opens row j + 1 (a
+ * later child opens a new row: multipath.ts, treeShape).
+ */
+export function draftAlternatives(draft: readonly DraftToken[], sampling: WireSampling, count: number, confidence?: readonly DraftConfidence[]): DraftAlternative[] {
+  if (count <= 0 || draft.length === 0) return [];
+  const sampled = draft.every((d) => d.q);
+  return sampled ? sampledAlternatives(draft, sampling, count) : greedyAlternatives(draft, count, confidence);
+}
+
+function sampledAlternatives(draft: readonly DraftToken[], sampling: WireSampling, count: number): DraftAlternative[] {
+  const drawn = draft.map((d) => [d.token]);
+  const covered = draft.map((d) => d.q!.find(([token]) => token === d.token)?.[1] ?? 0);
+  const branches: DraftAlternative[] = [];
+  for (let j = 0; j < count; j++) {
+    let at = -1;
+    for (let i = 0; i < draft.length; i++) {
+      const left = draft[i].q!.length > drawn[i].length;
+      if (left && (at < 0 || covered[i] < covered[at])) at = i;
+    }
+    if (at < 0) break;
+    const q = withoutTokens(draft[at].q!, drawn[at]);
+    const vocab = 1 + Math.max(...q.map(([token]) => token));
+    const token = sampleFrom(sparseToDense(q, vocab), branchRng(sampling.seed, sampling.offset, branches.length + 1).uniform(sampling.offset + at, 'draft'));
+    branches.push({ token, q, parent: at - 1 });
+    drawn[at].push(token);
+    covered[at] += draft[at].q!.find(([t]) => t === token)![1];
+  }
+  return branches;
+}
+
+function greedyAlternatives(draft: readonly DraftToken[], count: number, confidence?: readonly DraftConfidence[]): DraftAlternative[] {
+  if (!confidence || confidence.length < draft.length) return [];
+  const positions = draft
+    .map((d, i) => ({ i, top: confidence[i].top, runnerUp: confidence[i].runnerUp }))
+    .filter(({ i, runnerUp }) => runnerUp >= 0 && runnerUp !== draft[i].token)
+    .sort((a, b) => a.top - b.top || a.i - b.i)
+    .slice(0, count);
+  return positions.map(({ i, runnerUp }) => ({ token: runnerUp, parent: i - 1 }));
+}
