@@ -1,6 +1,6 @@
 import { ApiError } from '../../shared/errors';
 import type { OriginSpeculation, VerifyResponse, WireSampling } from '../../shared/protocol';
-import type { DraftToken } from '../../shared/sampling';
+import { isGreedy, type DraftToken } from '../../shared/sampling';
 import type { OriginClient } from '../upstream/client';
 import type { Proposer } from '../proposers';
 import { MATCH_DRAFT_FACTOR, MAX_VERIFY_DRAFT } from '../proposers/kinds';
@@ -234,7 +234,7 @@ async function* speculate(
         const hit = prepared;
         prepared = null;
         // A prepared branch was drafted for exactly this context (branchFor matched the verdict); it is only cut to this round's room.
-        const draft = hit ? hit.draft.slice(0, k) : k > 0 ? await proposer.propose(context, k, sampling, { minConfidence: plan.minConfidence, maxMatchTokens: matchTokens, confidence: branchAhead || treeWidth > 0 }) : [];
+        const draft = hit ? hit.draft.slice(0, k) : k > 0 ? await proposer.propose(context, k, sampling, { minConfidence: plan.minConfidence, maxMatchTokens: matchTokens, confidence: branchAhead || (treeWidth > 0 && isGreedy(sampling)) }) : [];
         if (draft.length > matchTokens) throw new Error(`proposer ${proposer.name} drafted ${draft.length} tokens, more than the ${matchTokens} allowed`);
         const source = hit ? hit.source : (proposer.lastSource ?? proposer.name);
         const confidence = hit ? hit.confidence : proposer.lastConfidence;

@@ -17,6 +17,8 @@ const maxTokens = 32;
 const cases: Array<{ name: string; speculation: Record<string, unknown> }> = [
   ...[1, 3, 4, 8].map((k) => ({ name: `lockstep k = ${k}`, speculation: { mode: 'lockstep', draft_length: k } })),
   { name: 'lockstep k = 4, block verification', speculation: { mode: 'lockstep', draft_length: 4, method: 'block' } },
+  // Multi-path drafts: each round a tree (the path and the draft's runner-ups where it was least sure), over the session.
+  { name: 'lockstep k = 4, 3 alternatives (multi-path drafts)', speculation: { mode: 'lockstep', draft_length: 4, branches: 3 } },
   { name: 'pipelined k = 3, depth 2', speculation: { mode: 'pipelined', draft_length: 3, depth: 2 } },
   { name: 'pipelined k = 1, depth 4', speculation: { mode: 'pipelined', draft_length: 1, depth: 4 } },
   { name: 'adaptive (may hand over to the origin mid-generation)', speculation: { mode: 'adaptive', draft_length: 8 } },
@@ -33,6 +35,7 @@ describe('greedy speculative decoding is identical to target-only decoding', () 
       let rounds = 0;
       let emitted = 0;
       let branchHits = 0;
+      let branchTaken = 0;
       for (const prompt of prompts) {
         const { status, json } = await complete({ prompt, max_tokens: maxTokens, temperature: 0, return_token_ids: true, speculation });
         expect(status).toBe(200);
@@ -41,6 +44,7 @@ describe('greedy speculative decoding is identical to target-only decoding', () 
         expect(choice.token_ids, `prompt ${JSON.stringify(prompt.slice(-40))}`).toEqual(reference);
         rounds += json.speculation.rounds;
         if (speculation.mode === 'branch-ahead') branchHits += json.speculation.branch_ahead.hits;
+        if (speculation.branches) branchTaken += json.speculation.tree.branch_taken;
         emitted += choice.token_ids.length;
       }
       // Speculation must actually be happening: fewer rounds than tokens whenever any draft is accepted.
@@ -49,6 +53,8 @@ describe('greedy speculative decoding is identical to target-only decoding', () 
       if (speculation.mode !== 'adaptive') expect(rounds).toBeLessThan(emitted);
       // Rounds sent from a drafted branch happened, so the identity covers them.
       if (speculation.mode === 'branch-ahead') expect(branchHits).toBeGreaterThan(0);
+      // Rounds decided through an alternative happened, so the identity covers them.
+      if (speculation.branches) expect(branchTaken).toBeGreaterThan(0);
     });
   }
 });
