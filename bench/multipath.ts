@@ -54,6 +54,9 @@ interface Tally {
   wallMs: number;
   modelledVerifyMs: number;
   rowTokens: number;
+  /** Tree rounds only: accepted drafts of the tree, and of its path alone verified on the same context with the same draws. */
+  pairedTree: number;
+  pairedPath: number;
 }
 
 export async function multipathSuite(options: { quick: boolean; log: (line: string) => void }): Promise<BenchRecord[]> {
@@ -65,13 +68,19 @@ export async function multipathSuite(options: { quick: boolean; log: (line: stri
   const records: BenchRecord[] = [];
 
   for (const temperature of [0.8, 0]) {
-    const tallies = new Map<string, Tally>(variants.map((v) => [v.mode, { tokens: 0, rounds: 0, accepted: 0, branchTaken: 0, draftMs: 0, wallMs: 0, modelledVerifyMs: 0, rowTokens: 0 }]));
+    const tallies = new Map<string, Tally>(variants.map((v) => [v.mode, { tokens: 0, rounds: 0, accepted: 0, branchTaken: 0, draftMs: 0, wallMs: 0, modelledVerifyMs: 0, rowTokens: 0, pairedTree: 0, pairedPath: 0 }]));
     for (const [i, prompt] of prompts.entries()) {
       // Rotating order, so every variant sees the same machine load.
       for (let j = 0; j < variants.length; j++) {
         const variant = variants[(i + j) % variants.length];
         const tally = tallies.get(variant.mode)!;
-        const origin = countingOrigin(model, target.config.vocabSize, target.config.maxPositions, (request) => {
+        const origin = countingOrigin(model, target.config.vocabSize, target.config.maxPositions, async (request, accepted) => {
+          if (request.branches?.length) {
+            // Paired: the same round's path alone, same context and draws (row 0 of a tree reads the path's draws).
+            const { branches: _, ...path } = request;
+            tally.pairedTree += accepted;
+            tally.pairedPath += (await verifyDraft(model, path)).accepted;
+          }
           const rows = treePaths([...request.draft.map((d, n) => ({ ...d, parent: n - 1 })), ...(request.branches ?? [])]);
           const newTokens = rows.map((row) => row.length + 1);
           tally.rowTokens += newTokens.reduce((a, b) => a + b, 0);
@@ -108,6 +117,8 @@ export async function multipathSuite(options: { quick: boolean; log: (line: stri
         accepted_per_round: round(acceptedPerRound),
         tokens_per_round: round(t.tokens / t.rounds),
         accepted_vs_path_token: round(acceptedPerRound / baseAccepted),
+        // The tree's own gain, free of the trajectories' noise: its rounds against their path alone.
+        paired_tree_vs_path: t.pairedPath > 0 ? round(t.pairedTree / t.pairedPath) : null,
         branch_taken_per_round: round(t.branchTaken / t.rounds),
         target_passes_per_token: round(t.rounds / t.tokens),
         target_row_tokens_per_round: round(t.rowTokens / t.rounds),
@@ -120,7 +131,7 @@ export async function multipathSuite(options: { quick: boolean; log: (line: stri
       };
       records.push(record);
       options.log(
-        `  T=${temperature} ${mode}: ${record.accepted_per_round} accepted/round (${record.accepted_vs_path_token}x path-token), ${record.tokens_per_round} tokens/round, ` +
+        `  T=${temperature} ${mode}: ${record.accepted_per_round} accepted/round (${record.accepted_vs_path_token}x path-token; paired with its own path ${record.paired_tree_vs_path ?? '-'}x), ${record.tokens_per_round} tokens/round, ` +
           `alternative taken ${record.branch_taken_per_round}/round, ${record.target_row_tokens_per_round} row tokens/round, modelled ${RTTS.map((rtt) => `${record[`modelled_tokens_per_s_rtt_${rtt}`]} tok/s @${rtt} ms`).join(', ')}, c ${record.draft_target_cost_ratio}`,
       );
     }
@@ -129,12 +140,12 @@ export async function multipathSuite(options: { quick: boolean; log: (line: stri
 }
 
 /** The origin's own verify code in process, telling `onRound` about every round it scores. */
-function countingOrigin(model: TargetModel, vocabSize: number, maxPositions: number, onRound: (request: VerifyRequest) => void): OriginClient {
+function countingOrigin(model: TargetModel, vocabSize: number, maxPositions: number, onRound: (request: VerifyRequest, accepted: number) => Promise<void>): OriginClient {
   return {
     health: async () => ({ status: 'ok', id: 'in-process', model: 'target', vocab_size: vocabSize, max_positions: maxPositions }),
     async verify(request) {
-      onRound(request);
       const result = await verifyDraft(model, request);
+      await onRound(request, result.accepted);
       return { accepted: result.accepted, tokens: result.tokens, ...(result.path ? { path: result.path } : {}), origin: { id: 'in-process', forward_ms: result.forwardMs, cached_tokens: result.cachedTokens } };
     },
     generate() {

@@ -24,7 +24,7 @@ import { speculationSuite } from './speculation';
  * Model folders: models/edgespec-{target,draft}, or EDGESPEC_TARGET_DIR / EDGESPEC_DRAFT_DIR.
  * Ports: 28787 (edge), 28788 (measured origin), 21791 (proxy), 21792
  * (GPU-cost-model origin), 21793-21795 (failover), 28789-28790 (the session
- * suite's own edges); BENCH_PORT_BASE = B puts them on B, B + 1, ..., B + 8 instead (and the edge's local state in
+ * suite's own edges), 21796 (the capacity suite's batching origin); BENCH_PORT_BASE = B puts them on B, B + 1, ..., B + 9 instead (and the edge's local state in
  * .wrangler/bench-state-B), so two benchmark runs on one machine do not collide.
  * With --only, the other suites' records of the previous
  * bench/results/latest.json are kept (and labelled as such in the report).
@@ -46,7 +46,7 @@ const GPU_COST_MODEL = 'h100-llama-3.1-8b';
 const RTTS = [0, 5, 20, 50, 100];
 const portBase = process.env.BENCH_PORT_BASE ? Number(process.env.BENCH_PORT_BASE) : null;
 if (portBase !== null && !(Number.isInteger(portBase) && portBase >= 1024 && portBase <= 65_526)) {
-  throw new Error(`BENCH_PORT_BASE must be an integer port in 1024-65526 (the benchmarks use it up to + 8), got "${process.env.BENCH_PORT_BASE}"`);
+  throw new Error(`BENCH_PORT_BASE must be an integer port in 1024-65526 (the benchmarks use it up to + 9), got "${process.env.BENCH_PORT_BASE}"`);
 }
 /** The port at `offset` from BENCH_PORT_BASE, else the historical default. */
 const port = (offset: number, fallback: number) => (portBase === null ? fallback : portBase + offset);
@@ -128,6 +128,18 @@ const suites: Array<{ name: string; run: (ctx: BenchContext) => Promise<BenchRec
         quick: ctx.quick,
         log: ctx.log,
       }),
+  },
+  {
+    // Multi-path drafts against single-path verification, in process, same prompts and seeds (bench/multipath.ts).
+    name: 'multipath',
+    run: async (ctx) => (await import('./multipath')).multipathSuite({ quick: ctx.quick, log: ctx.log }),
+  },
+  {
+    // Capacity of one batching GPU-cost-model origin at 1-64 concurrent streams, origin-only vs edge drafting
+    // (bench/capacity.ts): its own origin (--max-batch), streams driven from Node with the edge's loop.
+    name: 'capacity',
+    run: async (ctx) =>
+      (await import('./capacity')).capacitySuite({ targetDir, draftDir, costModel: GPU_COST_MODEL, quick: ctx.quick, port: port(9, 21796), log: ctx.log }),
   },
   {
     // Background jobs with webhooks to a verifying receiver (bench/jobs.ts); small completions, so it takes minutes.

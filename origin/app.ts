@@ -9,7 +9,9 @@ import { requireSignature } from './auth';
 import { limitBody, protocolBodyLimit } from './body-limit';
 import type { CausalLM } from '../shared/model';
 import { generateTokens } from './generate';
-import { measuredTarget, metricsAuth, observeOriginRequests, originMetrics, readQueue } from './metrics';
+import { targetBatcher } from './batcher';
+import type { HoldStats } from './cost-model';
+import { metricsAuth, observeOriginRequests, originMetrics, readQueue } from './metrics';
 import { ForwardQueue } from './queue';
 import { SeenSignatures } from './replay';
 import { OriginSessions } from './session';
@@ -27,12 +29,14 @@ export interface OriginOptions {
   seenSignatures?: SeenSignatures;
   /** Largest request body read (413 beyond); by default the largest valid request for this target (origin/body-limit.ts). */
   maxBodyBytes?: number;
-  /** Forward-pass admission; one pass at a time by default. */
+  /** Forward-pass admission; one pass at a time, unbatched, by default (origin/main.ts: `--max-batch`). */
   queue?: ForwardQueue;
   /** Execution provider actually in use, reported by /health. */
   device?: string;
   /** Name of the GPU cost model forward passes are held to, reported by /health (benchmarks only). */
   costModel?: string | null;
+  /** The cost model's running totals (origin/cost-model.ts holdForwardPasses), exported by /metrics. */
+  holdStats?: HoldStats | null;
   /** A draft model to speculate with next to the target (`--draft`): /v1/generate with `speculate` uses it; /health names it. */
   draft?: { name: string; lm: CausalLM } | null;
   /** WebSocket sessions (origin/session.ts): how many at once, and when an idle one closes. */
@@ -61,25 +65,27 @@ export function createOrigin({
   queue = new ForwardQueue(),
   device = 'cpu',
   costModel = null,
+  holdStats = null,
   draft = null,
   sessions: sessionOptions = {},
 }: OriginOptions): Origin {
   const app = new Hono();
   const signed = keys.size > 0;
   const metrics = originMetrics();
-  const verifyTarget = measuredTarget(target, metrics, 'verify');
-  const generateTarget = measuredTarget(target, metrics, 'generate');
+  // Every pass goes through the queue, which batches the rows waiting together into one forward pass (origin/batcher.ts).
+  const batcher = targetBatcher(target, queue, metrics);
   /** One verify round, for POST /v1/verify and for session rounds alike: one queue, one cost model, one set of metrics. */
   const verifyRound = async (request: VerifyRequest, signal: AbortSignal): Promise<VerifyResponse> => {
     // A verify whose client left while it waited (a discarded pipelined block) is dropped before its pass.
-    const { value: result, queueMs } = await queue.run(() => verifyDraft(verifyTarget, request), signal);
+    const result = await verifyDraft(batcher.target('verify', signal), request);
     metrics.tokensVerified.inc({}, request.draft.length);
     metrics.tokensGenerated.inc({ endpoint: 'verify' }, result.tokens.length);
     return {
       accepted: result.accepted,
       tokens: result.tokens,
+      ...(result.path ? { path: result.path } : {}),
       ...(result.logprobs ? { logprobs: result.logprobs } : {}),
-      origin: { id, forward_ms: round(result.forwardMs), cached_tokens: result.cachedTokens, queue_ms: round(queueMs) },
+      origin: { id, forward_ms: round(result.forwardMs), cached_tokens: result.cachedTokens, queue_ms: round(result.queueMs ?? 0) },
     };
   };
 
@@ -123,7 +129,7 @@ export function createOrigin({
   });
 
   app.get('/metrics', metricsAuth(keys), (c) => {
-    readQueue(metrics, queue);
+    readQueue(metrics, queue, holdStats);
     return c.body(metrics.registry.render(), 200, { 'content-type': PROMETHEUS_CONTENT_TYPE, 'cache-control': 'no-store' });
   });
 
@@ -147,14 +153,15 @@ export function createOrigin({
     // covers every other adapter. generateTokens checks before each pass, the queue drops a waiting one.
     const streamGone = new AbortController();
     const signal = AbortSignal.any([c.req.raw.signal, streamGone.signal]);
-    // Each token's forward pass takes its own queue slot, so concurrent streams interleave token by token.
+    // Each token's forward pass queues on its own, so concurrent streams share passes token by token (batching).
     let queueMs = 0;
+    const batched = batcher.target('generate', signal);
     const queued: ForwardTarget = {
       config: target.config,
       logitsFrom: async (tokens, firstRow, cacheSalt) => {
-        const pass = await queue.run(() => generateTarget.logitsFrom(tokens, firstRow, cacheSalt), signal);
-        queueMs += pass.queueMs;
-        return pass.value;
+        const pass = await batched.logitsFrom(tokens, firstRow, cacheSalt);
+        queueMs += pass.queueMs ?? 0;
+        return pass;
       },
     };
     // `speculate` without a draft here: decode alone, which gives the same tokens (the edge reads /health's `draft`).

@@ -28,7 +28,8 @@ export async function* generateTokens(target: ForwardTarget, request: GenerateRe
     }
     const started = performance.now();
     const result = await target.logitsFrom(tokens, tokens.length - 1, request.cache_salt);
-    const forwardMs = performance.now() - started;
+    // Through the batching queue the pass's own time (its wait is reported as queue_ms), else the call's.
+    const forwardMs = result.passMs ?? performance.now() - started;
     forwardTotal += forwardMs;
     if (i === 0) cachedTokens = result.cachedTokens;
     const logits = logitsRow(result, 0, vocabSize);

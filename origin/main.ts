@@ -8,9 +8,9 @@ import { folderFiles } from '../shared/model/node-files';
 import { createOrigin } from './app';
 import { parseOriginKeys } from './auth';
 import { protocolBodyLimit } from './body-limit';
-import { costModel, holdForwardPasses } from './cost-model';
+import { costModel, holdForwardPasses, type HoldStats } from './cost-model';
 import { selectDevice } from './device';
-import { ForwardQueue } from './queue';
+import { DEFAULT_MAX_BATCH, ForwardQueue } from './queue';
 import { DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_IDLE_MS } from './session';
 import { TargetModel } from './target';
 
@@ -24,9 +24,15 @@ const { values } = parseArgs({
     device: { type: 'string', default: process.env.ORIGIN_DEVICE ?? 'cpu' },
     concurrency: { type: 'string', default: process.env.ORIGIN_CONCURRENCY ?? '1' },
     'max-queue': { type: 'string', default: process.env.ORIGIN_MAX_QUEUE ?? '256' },
+    // Continuous batching (origin/queue.ts): passes waiting together run as one forward pass of up to this many sequences; 1 = one at a time.
+    'max-batch': { type: 'string', default: process.env.ORIGIN_MAX_BATCH ?? String(DEFAULT_MAX_BATCH) },
+    // How long a free model may wait for as many rows as its recent passes carried (0 = a few event-loop turns).
+    'batch-wait-ms': { type: 'string', default: process.env.ORIGIN_BATCH_WAIT_MS ?? '0' },
     'allow-unauthenticated': { type: 'boolean', default: false },
     'kv-cache-mb': { type: 'string', default: process.env.ORIGIN_KV_CACHE_MB ?? '256' },
     'kv-block': { type: 'string', default: process.env.ORIGIN_KV_BLOCK ?? '16' },
+    // Live sequences the target KV keeps besides its blocks (origin/target-kv-cache.ts): one per concurrent generation, or rounds re-run a partial block.
+    'kv-sessions': { type: 'string', default: process.env.ORIGIN_KV_SESSIONS ?? '32' },
     // Empty = the largest valid request for the loaded target (origin/body-limit.ts), about 8.5 MiB.
     'max-body-mb': { type: 'string', default: process.env.ORIGIN_MAX_BODY_MB ?? '' },
     // Benchmarks: hold each forward pass to a modelled GPU duration (origin/cost-model.ts).
@@ -56,11 +62,17 @@ const concurrency = Number(values.concurrency);
 const maxQueue = Number(values['max-queue']);
 if (!Number.isInteger(concurrency) || concurrency < 1) fail(`--concurrency must be a positive integer, got "${values.concurrency}"`);
 if (!Number.isInteger(maxQueue) || maxQueue < 0) fail(`--max-queue must be a non-negative integer, got "${values['max-queue']}"`);
+const maxBatch = Number(values['max-batch']);
+if (!Number.isInteger(maxBatch) || maxBatch < 1) fail(`--max-batch must be a positive integer (1 = no batching), got "${values['max-batch']}"`);
+const batchWaitMs = Number(values['batch-wait-ms']);
+if (!(batchWaitMs >= 0)) fail(`--batch-wait-ms must be a non-negative number of ms, got "${values['batch-wait-ms']}"`);
 if (values.device !== 'cpu' && values.device !== 'cuda') fail(`--device must be "cpu" or "cuda", got "${values.device}"`);
 const kvCacheMb = Number(values['kv-cache-mb']);
 const kvBlock = Number(values['kv-block']);
 if (!(kvCacheMb >= 0)) fail(`--kv-cache-mb must be a non-negative number of MiB, got "${values['kv-cache-mb']}"`);
 if (!Number.isInteger(kvBlock) || kvBlock < 1) fail(`--kv-block must be a positive integer (tokens per KV block), got "${values['kv-block']}"`);
+const kvSessions = Number(values['kv-sessions']);
+if (!Number.isInteger(kvSessions) || kvSessions < 0) fail(`--kv-sessions must be a non-negative integer (live sequences kept), got "${values['kv-sessions']}"`);
 const maxSessions = Number(values['max-sessions']);
 const sessionIdleS = Number(values['session-idle-s']);
 if (!Number.isInteger(maxSessions) || maxSessions < 0) fail(`--max-sessions must be a non-negative integer (0 = no sessions), got "${values['max-sessions']}"`);
@@ -83,9 +95,10 @@ const { device, loaded } = await selectDevice(values.device as 'cpu' | 'cuda', (
 ).catch((err: Error) => fail(`cannot load target model from ${values.model}: ${err.message}`));
 const { lm, onnxPath, config } = loaded;
 const modelName = modelDir.split(/[\\/]/).pop()!;
-const queue = new ForwardQueue(concurrency, maxQueue);
-const target = new TargetModel(lm, { modelId: modelName, maxBytes: kvCacheMb * 2 ** 20, blockTokens: kvBlock });
+const queue = new ForwardQueue(concurrency, maxQueue, maxBatch, batchWaitMs);
+const target = new TargetModel(lm, { modelId: modelName, maxBytes: kvCacheMb * 2 ** 20, blockTokens: kvBlock, maxSessions: kvSessions });
 let costModelName: string | null = null;
+let holdStats: HoldStats | null = null;
 if (values['cost-model']) {
   const model = (() => {
     try {
@@ -95,6 +108,7 @@ if (values['cost-model']) {
     }
   })();
   const held = holdForwardPasses(target, model);
+  holdStats = held;
   costModelName = model.name;
   console.log(`[origin ${values.id}] forward passes held to the GPU cost model ${model.describe}`);
   process.on('exit', () => console.log(`[origin ${values.id}] cost model: ${held.overruns} of ${held.passes} passes ran longer on this CPU than modelled`));
@@ -117,6 +131,7 @@ const { app, sessions } = createOrigin({
   queue,
   device,
   costModel: costModelName,
+  holdStats,
   maxBodyBytes,
   draft,
   sessions: { maxSessions, idleTimeoutMs: sessionIdleS * 1000 },
@@ -129,7 +144,7 @@ else console.log(`[origin ${values.id}] verify and generate require signatures b
 const server = serve({ fetch: app.fetch, port, hostname: values.host }, (info) => {
   console.log(
     `[origin ${values.id}] ${modelName} (${onnxPath}, ${config.numLayers} layers, vocab ${config.vocabSize}, context ${config.maxPositions}) ` +
-      `on ${device}, loaded in ${Math.round(performance.now() - started)} ms; bodies up to ${(maxBodyBytes / 2 ** 20).toFixed(2)} MiB; listening on http://${values.host}:${info.port}`,
+      `on ${device}, loaded in ${Math.round(performance.now() - started)} ms; bodies up to ${(maxBodyBytes / 2 ** 20).toFixed(2)} MiB; batches up to ${maxBatch} sequences per pass${batchWaitMs ? ` (waits up to ${batchWaitMs} ms for them)` : ''}; listening on http://${values.host}:${info.port}`,
   );
 });
 server.on('error', (err) => fail(`cannot listen on ${values.host}:${port}: ${err.message}`));

@@ -4,15 +4,17 @@ import { ApiError } from '../shared/errors';
 import { Registry } from '../shared/metrics';
 import type { KeyRing } from '../shared/origin-auth';
 import type { ForwardQueue } from './queue';
-import type { ForwardTarget } from './verify';
+import type { HoldStats } from './cost-model';
 
 /**
  * The reference origin's own metrics (GET /metrics, Prometheus text format),
  * one registry per app, from the same module as the edge's (shared/metrics.ts).
  */
 const MS_BUCKETS = [1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000];
-/** Sequences per forward pass. The reference origin runs one at a time (origin/queue.ts), so every pass is 1 today. */
+/** Sequences per forward pass: up to the queue's max batch (origin/queue.ts, `--max-batch`). */
 const BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64];
+/** New tokens per forward pass, all rows together (the cost model's compute term grows with it). */
+const TOKEN_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
 const ENDPOINTS = new Set(['verify', 'generate', 'health', 'metrics']);
 
 export function originMetrics() {
@@ -23,6 +25,10 @@ export function originMetrics() {
     queueDepth: registry.gauge('edgespec_origin_queue_depth', 'Forward passes waiting for a slot.'),
     queueRunning: registry.gauge('edgespec_origin_queue_running', 'Forward passes running.'),
     batchSize: registry.histogram('edgespec_origin_batch_size', 'Sequences per target forward pass.', BATCH_BUCKETS),
+    batchTokens: registry.histogram('edgespec_origin_batch_tokens', 'New tokens per target forward pass, all its sequences together.', TOKEN_BUCKETS),
+    modelledMs: registry.gauge('edgespec_origin_modelled_forward_ms', 'With a GPU cost model: the modelled durations of every forward pass so far, summed, ms.'),
+    modelledPasses: registry.gauge('edgespec_origin_modelled_passes', 'With a GPU cost model: forward passes held to it so far.'),
+    modelledOverruns: registry.gauge('edgespec_origin_modelled_overruns', 'With a GPU cost model: passes that took longer on this machine than modelled (not shortened).'),
     forwardMs: registry.histogram('edgespec_origin_forward_ms', 'Target forward pass time, ms.', MS_BUCKETS, ['endpoint']),
     tokensVerified: registry.counter('edgespec_origin_tokens_verified_total', 'Draft tokens judged by /v1/verify.'),
     tokensGenerated: registry.counter('edgespec_origin_tokens_generated_total', 'Tokens the target produced: accepted plus its own per verify round, or decoded by /v1/generate.', ['endpoint']),
@@ -41,25 +47,16 @@ export function observeOriginRequests(metrics: OriginMetrics): MiddlewareHandler
   };
 }
 
-/** A target whose forward passes are timed and counted (one sequence each) under `endpoint`. */
-export function measuredTarget(target: ForwardTarget, metrics: OriginMetrics, endpoint: 'verify' | 'generate'): ForwardTarget {
-  return {
-    config: target.config,
-    logitsFrom: async (tokens, firstRow, cacheSalt) => {
-      const started = performance.now();
-      const result = await target.logitsFrom(tokens, firstRow, cacheSalt);
-      metrics.forwardMs.observe({ endpoint }, performance.now() - started);
-      metrics.batchSize.observe({}, 1);
-      return result;
-    },
-  };
-}
-
 /** The queue's state at scrape time. */
-export function readQueue(metrics: OriginMetrics, queue: ForwardQueue): void {
+export function readQueue(metrics: OriginMetrics, queue: ForwardQueue, held?: HoldStats | null): void {
   const stats = queue.stats();
   metrics.queueDepth.set({}, stats.waiting);
   metrics.queueRunning.set({}, stats.running);
+  if (held) {
+    metrics.modelledMs.set({}, held.modelledMs);
+    metrics.modelledPasses.set({}, held.passes);
+    metrics.modelledOverruns.set({}, held.overruns);
+  }
 }
 
 /**

@@ -253,6 +253,7 @@ class Session {
       ...(this.params.model !== undefined ? { model: this.params.model } : {}),
       context,
       draft,
+      ...(message.branches?.length ? { branches: message.branches } : {}),
       sampling: message.sampling,
       method: message.method,
       ...(this.params.cache_salt !== undefined ? { cache_salt: this.params.cache_salt } : {}),

@@ -70,7 +70,7 @@ export async function* speculateTokens(
       verifySignal?.throwIfAborted();
       const result = await verifyDraft(target, { ...verify, cache_salt: request.cache_salt });
       forwardMs += result.forwardMs;
-      return { accepted: result.accepted, tokens: result.tokens, ...(result.logprobs ? { logprobs: result.logprobs } : {}), origin: { id: '', forward_ms: result.forwardMs, cached_tokens: result.cachedTokens } };
+      return { accepted: result.accepted, tokens: result.tokens, ...(result.path ? { path: result.path } : {}), ...(result.logprobs ? { logprobs: result.logprobs } : {}), origin: { id: '', forward_ms: result.forwardMs, cached_tokens: result.cachedTokens } };
     },
   };
   // The hybrid: suffix matches over the context itself cost no draft step (the tenant's history stays at the edge),

@@ -3,14 +3,20 @@ import { logitsRow } from '../shared/model';
 import type { VerifyRequest } from '../shared/protocol';
 import { ApiError } from '../shared/errors';
 import type { TargetModel } from './target';
+import { verifyDraftTree } from './verify-tree';
 
 export interface VerifyResult {
   accepted: number;
   tokens: number[];
+  /** A draft tree's round (`branches`): the accepted nodes, root first (origin/verify-tree.ts). */
+  path?: number[];
   /** With the request's `logprobs`: the raw log-probability of each of `tokens` and its alternatives. */
   logprobs?: TokenLogprob[];
   forwardMs: number;
   cachedTokens: number;
+  /** Through the batching queue (origin/batcher.ts): the wait for the pass, and the rows that shared it. */
+  queueMs?: number;
+  batchSize?: number;
 }
 
 /** What verification needs of the target: its config and a (possibly queued) forward pass. */
@@ -21,6 +27,7 @@ export type ForwardTarget = Pick<TargetModel, 'config' | 'logitsFrom'>;
  * distributions; the shared verification rules decide what is accepted.
  */
 export async function verifyDraft(target: ForwardTarget, request: VerifyRequest): Promise<VerifyResult> {
+  if (request.branches?.length) return verifyDraftTree(target, request);
   const { context, draft, sampling } = request;
   const vocab = target.config.vocabSize;
   const tokens = [...context, ...draft.map((d) => d.token)];
@@ -31,7 +38,8 @@ export async function verifyDraft(target: ForwardTarget, request: VerifyRequest)
 
   const started = performance.now();
   const result = await target.logitsFrom(tokens, context.length - 1, request.cache_salt);
-  const forwardMs = performance.now() - started;
+  // Through the batching queue the pass's own time (the wait is queue_ms), else the call's.
+  const forwardMs = result.passMs ?? performance.now() - started;
   const row = (i: number) => logitsRow(result, i, vocab);
 
   const k = draft.length;
@@ -49,7 +57,7 @@ export async function verifyDraft(target: ForwardTarget, request: VerifyRequest)
   }
   // Row i is the distribution the i-th emitted token was decided from (an accepted draft, then the correction or bonus).
   const logprobs = request.logprobs === undefined ? undefined : outcome.tokens.map((token, i) => tokenLogprob(row(i), token, request.logprobs!));
-  return { accepted: outcome.acceptedCount, tokens: outcome.tokens, ...(logprobs ? { logprobs } : {}), forwardMs, cachedTokens: result.cachedTokens };
+  return { accepted: outcome.acceptedCount, tokens: outcome.tokens, ...(logprobs ? { logprobs } : {}), forwardMs, cachedTokens: result.cachedTokens, queueMs: result.queueMs, batchSize: result.batchSize };
 }
 
 export function checkTokens(tokens: readonly number[], vocab: number, maxPositions: number) {

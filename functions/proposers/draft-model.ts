@@ -1,6 +1,6 @@
 import type { CausalLM, KvCache } from '../../shared/model';
 import { logitsRow, truncateKvCache } from '../../shared/model';
-import { argmax, isGreedy, roundRng, processLogits, sampleFrom, truncateToSparse, type DraftToken } from '../../shared/sampling';
+import { argmax, isGreedy, roundRng, sampleFrom, sparseFromLogits, type DraftToken } from '../../shared/sampling';
 import type { WireSampling } from '../../shared/protocol';
 import { yieldToIo, type DraftConfidence, type ProposeOptions, type Proposer } from './types';
 
@@ -20,6 +20,12 @@ export const DRAFT_MODEL = 'draft-model';
  * the context has advanced by many tokens the draft never saw, and it
  * catches up in one step. It may start from a prefix restored from the
  * prefix cache (functions/prefix-cache), and hands its KV back for storing.
+ *
+ * A trimmed-vocabulary draft (models/README.md: Trimmed drafts) gives logits
+ * over its kept tokens only: argmax, q and the confidence are computed over
+ * those columns and mapped back to full token ids (the kept ids ascend, so
+ * ties still go to the lower token id). q is over kept ids; the target
+ * verifies every token, so this stays lossless.
  */
 export class DraftModelProposer implements Proposer {
   readonly name = DRAFT_MODEL;
@@ -27,6 +33,8 @@ export class DraftModelProposer implements Proposer {
   /** The tokens the cache holds, position by position. */
   private cachedTokens: number[] = [];
   lastConfidence?: DraftConfidence[];
+  /** The softmax weights of one step, reused step after step (no per-token allocation of the vocabulary's width). */
+  private readonly scratch: Float64Array;
 
   constructor(
     private readonly lm: CausalLM,
@@ -35,6 +43,7 @@ export class DraftModelProposer implements Proposer {
   ) {
     this.cache = start?.cache ?? lm.emptyCache();
     if (start) this.cachedTokens = start.tokens.slice(0, this.cache.length);
+    this.scratch = new Float64Array(lm.logitsWidth);
   }
 
   draftKv() {
@@ -48,7 +57,7 @@ export class DraftModelProposer implements Proposer {
     this.rewindTo(context);
     // The same per-round generator the origin verifies with (shared/sampling/README.md).
     const rng = roundRng(sampling.seed, sampling.offset);
-    const vocab = this.lm.config.vocabSize;
+    const width = this.lm.logitsWidth;
     const draft: DraftToken[] = [];
     const confidence: DraftConfidence[] | undefined = options.confidence ? [] : undefined;
     this.lastConfidence = confidence;
@@ -61,12 +70,14 @@ export class DraftModelProposer implements Proposer {
       const result = await this.lm.forward(pending, this.cache);
       this.cache = result.cache;
       this.cachedTokens.push(...pending);
-      const logits = logitsRow(result, result.rows - 1, vocab);
+      const logits = logitsRow(result, result.rows - 1, width);
       // Early stop is a function of the draft's own state only, so verification stays lossless.
-      if (i > 0 && options.minConfidence && topProbability(logits) < options.minConfidence) break;
-      const proposal = this.pick(logits, sampling, rng.uniform(sampling.offset + i, 'draft'));
+      // The top probability is computed once a step (one exp per logit), for the stop and the confidence.
+      const top = (i > 0 && options.minConfidence) || (confidence && isGreedy(sampling)) ? topProbability(logits) : 0;
+      if (i > 0 && options.minConfidence && top < options.minConfidence) break;
+      const [proposal, column] = this.pick(logits, sampling, rng.uniform(sampling.offset + i, 'draft'));
       draft.push(proposal);
-      confidence?.push(confidenceOf(logits, proposal));
+      confidence?.push(this.confidenceOf(logits, proposal, column, top));
       pending = [proposal.token];
     }
     return draft;
@@ -80,14 +91,37 @@ export class DraftModelProposer implements Proposer {
     this.cachedTokens.push(...pending);
   }
 
-  private pick(logits: Float32Array, sampling: WireSampling, u: number): DraftToken {
-    if (isGreedy(sampling)) return { token: argmax(logits) };
-    const q = truncateToSparse(processLogits(logits, sampling), this.qEntries);
-    const token = sampleFrom(
+  /** The proposal (full token ids) and its logit column. */
+  private pick(logits: Float32Array, sampling: WireSampling, u: number): [DraftToken, number] {
+    if (isGreedy(sampling)) {
+      const column = argmax(logits);
+      return [{ token: this.lm.tokenAt(column) }, column];
+    }
+    // = truncateToSparse(processLogits(logits, sampling), qEntries), without the dense vectors.
+    const q = sparseFromLogits(logits, sampling, this.qEntries, this.scratch);
+    const entry = sampleFrom(
       q.map(([, prob]) => prob),
       u,
     );
-    return { token: q[token][0], q };
+    const column = q[entry][0];
+    if (this.lm.tokenIds) for (const pair of q) pair[0] = this.lm.tokenAt(pair[0]);
+    return [{ token: q[entry][0], q }, column];
+  }
+
+  /** How sure the draft was of `proposal`, and its best other token: from q when sampled (q is what it drew from), else the logits. */
+  private confidenceOf(logits: Float32Array, proposal: DraftToken, column: number, top: number): DraftConfidence {
+    if (proposal.q) {
+      let best = 0;
+      let runnerUp = -1;
+      let runnerUpProb = -1;
+      for (const [id, prob] of proposal.q) {
+        best = Math.max(best, prob);
+        if (id !== proposal.token && prob > runnerUpProb) [runnerUp, runnerUpProb] = [id, prob];
+      }
+      // q of one entry: the logits name the runner-up.
+      return { top: best, runnerUp: runnerUp >= 0 ? runnerUp : this.lm.tokenAt(secondArgmax(logits, column)) };
+    }
+    return { top, runnerUp: this.lm.tokenAt(secondArgmax(logits, column)) };
   }
 
   /** Keep the cached prefix shared with `context`, but (to propose) never all of it: the last context token must run to give logits. */
@@ -98,22 +132,6 @@ export class DraftModelProposer implements Proposer {
     this.cache = truncateKvCache(this.cache, shared);
     this.cachedTokens.length = shared;
   }
-}
-
-/** How sure the draft was of `proposal`, and its best other token: from q when sampled (q is what it drew from), else the logits. */
-function confidenceOf(logits: Float32Array, proposal: DraftToken): DraftConfidence {
-  if (proposal.q) {
-    let top = 0;
-    let runnerUp = -1;
-    let runnerUpProb = -1;
-    for (const [id, prob] of proposal.q) {
-      top = Math.max(top, prob);
-      if (id !== proposal.token && prob > runnerUpProb) [runnerUp, runnerUpProb] = [id, prob];
-    }
-    // q of one entry: the logits name the runner-up.
-    return { top, runnerUp: runnerUp >= 0 ? runnerUp : secondArgmax(logits, proposal.token) };
-  }
-  return { top: topProbability(logits), runnerUp: secondArgmax(logits, proposal.token) };
 }
 
 /** The index of the largest logit other than `excluded`. */

@@ -13,8 +13,10 @@ export interface DraftAlternative extends DraftToken {
  * least sure, so a rejection there can still be answered by an alternative
  * the target scored in the same pass (shared/sampling/multipath.ts decides).
  *
- * Sampled drafts: each alternative goes to the position whose drafted tokens
- * cover the least of q so far, and is drawn from q without them (sampling
+ * Sampled drafts: each alternative goes to the position where a rejection is
+ * likeliest to be met (reached, with the draft's own probabilities of the
+ * tokens before it standing in for acceptance, times the mass of q its drafted
+ * tokens leave uncovered), and is drawn from q without them (sampling
  * without replacement: its q is exactly that remainder), with the draft
  * stream of its own row (`branchRng`), never the draws verification uses.
  * Greedy drafts: the draft's runner-up at the least confident positions,
@@ -34,10 +36,15 @@ function sampledAlternatives(draft: readonly DraftToken[], sampling: WireSamplin
   const covered = draft.map((d) => d.q!.find(([token]) => token === d.token)?.[1] ?? 0);
   const branches: DraftAlternative[] = [];
   for (let j = 0; j < count; j++) {
+    // The position where a rejection is likeliest to be met: reached (every drafted token before it kept, with the
+    // draft's own probabilities standing in for acceptance) and not covered by what was drafted there yet.
     let at = -1;
+    let best = 0;
+    let reach = 1;
     for (let i = 0; i < draft.length; i++) {
-      const left = draft[i].q!.length > drawn[i].length;
-      if (left && (at < 0 || covered[i] < covered[at])) at = i;
+      const gain = reach * (1 - covered[i]);
+      if (draft[i].q!.length > drawn[i].length && gain > best) [at, best] = [i, gain];
+      reach *= draft[i].q!.find(([token]) => token === draft[i].token)![1];
     }
     if (at < 0) break;
     const q = withoutTokens(draft[at].q!, drawn[at]);

@@ -26,6 +26,30 @@ export interface LoadedModel {
   onnxPath: string;
 }
 
+/**
+ * A trimmed draft's `trimmed_vocab.json` (models/pipeline/trim-vocab.ts): its
+ * LM head keeps only `token_ids` (full ids, strictly ascending), so logit
+ * column j is token token_ids[j]. Absent = a full LM head (standard exports).
+ */
+export const TRIMMED_VOCAB_FILE = 'trimmed_vocab.json';
+
+/** The kept token ids of a trimmed_vocab.json, validated against the model's vocabulary. */
+export function parseTrimmedVocab(json: unknown, vocabSize: number): Int32Array {
+  const { token_ids: ids, vocab_size: declared } = (json ?? {}) as { token_ids?: unknown; vocab_size?: unknown };
+  if (!Array.isArray(ids) || ids.length === 0) throw new Error(`${TRIMMED_VOCAB_FILE} has no "token_ids" list`);
+  if (declared !== undefined && declared !== vocabSize) throw new Error(`${TRIMMED_VOCAB_FILE} was made for vocab_size ${declared}, config.json says ${vocabSize}`);
+  const out = new Int32Array(ids.length);
+  for (let j = 0; j < ids.length; j++) {
+    const id = ids[j];
+    // Ascending ids make the lowest-column tie rule (argmax, top-k) the lowest-token-id rule of an untrimmed head.
+    if (!Number.isInteger(id) || id < 0 || id >= vocabSize || (j > 0 && id <= out[j - 1])) {
+      throw new Error(`${TRIMMED_VOCAB_FILE}: token_ids[${j}] = ${JSON.stringify(id)}; ids must be strictly ascending integers below vocab_size ${vocabSize}`);
+    }
+    out[j] = id;
+  }
+  return out;
+}
+
 /** Load a decoder from a model folder, preferring int8 weights for the draft and full precision for the target. */
 export async function loadModel(
   ort: OrtRuntime,
@@ -34,10 +58,12 @@ export async function loadModel(
   sessionOptions: Record<string, unknown> = {},
 ): Promise<LoadedModel> {
   const config = parseDecoderConfig(await readJson(files, 'config.json'));
+  const trimmed = await files.read(TRIMMED_VOCAB_FILE);
+  const tokenIds = trimmed ? parseTrimmedVocab(await readJson(files, TRIMMED_VOCAB_FILE), config.vocabSize) : null;
   const order = prefer === 'quantized' ? [...ONNX_FILES.quantized, ...ONNX_FILES.full] : [...ONNX_FILES.full, ...ONNX_FILES.quantized];
   for (const onnxPath of order) {
     const bytes = await files.read(onnxPath);
-    if (bytes) return { lm: await CausalLM.load(ort, bytes, config, sessionOptions), config, onnxPath };
+    if (bytes) return { lm: await CausalLM.load(ort, bytes, config, sessionOptions, tokenIds), config, onnxPath };
   }
   throw new Error(`model folder has no ONNX decoder (looked for ${order.join(', ')})`);
 }

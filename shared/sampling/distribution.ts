@@ -36,6 +36,7 @@ function rankedIndices(values: ArrayLike<number>, count: number): number[] {
   const n = values.length;
   const limit = Math.min(count, n);
   if (limit * 8 >= n) {
+    if (values instanceof Float32Array) return sortedByValue(values, null).slice(0, limit);
     const all = Array.from({ length: n }, (_, i) => i);
     // `|| a - b`: equal values (and -Infinity - -Infinity = NaN) fall back to the lower index.
     all.sort((a, b) => values[b] - values[a] || a - b);
@@ -54,6 +55,38 @@ function rankedIndices(values: ArrayLike<number>, count: number): number[] {
   }
   return top;
 }
+
+const f32 = new Float32Array(1);
+const f32Bits = new Uint32Array(f32.buffer);
+
+/**
+ * `indices` (null = all) ordered by float32 value descending, ties by lower
+ * index: the order of the comparator `values[b] - values[a] || a - b` (no NaN
+ * allowed), computed with one native numeric sort of packed keys instead of a
+ * JS comparator call per comparison (a comparator sort of 4096 tokens costs
+ * ~1 ms). Key = order-preserving uint32 of the float (−0 as +0, which the
+ * comparator calls equal) × 2^20 + (2^20 − 1 − index): exact in a float64.
+ */
+function sortedByValue(values: Float32Array, indices: readonly number[] | null): number[] {
+  const count = indices ? indices.length : values.length;
+  if (values.length > INDEX_SPAN) throw new RangeError(`sortedByValue: at most ${INDEX_SPAN} values`);
+  const keys = new Float64Array(count);
+  for (let j = 0; j < count; j++) {
+    const i = indices ? indices[j] : j;
+    f32[0] = values[i] === 0 ? 0 : values[i];
+    const bits = f32Bits[0];
+    const ordered = bits & 0x80000000 ? ~bits >>> 0 : (bits | 0x80000000) >>> 0;
+    keys[j] = ordered * INDEX_SPAN + (INDEX_SPAN - 1 - i);
+  }
+  keys.sort();
+  const out = new Array<number>(count);
+  for (let j = 0; j < count; j++) {
+    const key = keys[count - 1 - j];
+    out[j] = INDEX_SPAN - 1 - (key - Math.floor(key / INDEX_SPAN) * INDEX_SPAN);
+  }
+  return out;
+}
+const INDEX_SPAN = 2 ** 20;
 
 /**
  * Probabilities after temperature -> top-k -> top-p (the order HF transformers
@@ -130,17 +163,53 @@ function nucleus(logits: Float32Array | Float64Array, weights: Float64Array, can
   // the mass together hold less than 1 − top_p, so the nucleus lies among the rest: sorting only
   // those keeps this O(vocab) for peaked distributions (a full sort of 4096 tokens costs ~1 ms).
   const floor = candidates ? 0 : ((1 - topP) / weights.length) * total;
-  const ordered: number[] = [];
-  for (const token of candidates ?? weights.keys()) if (weights[token] > 0 && weights[token] >= floor) ordered.push(token);
-  // Every token here has weight > 0, so a finite logit: the difference is never NaN.
-  ordered.sort((a, b) => logits[b] - logits[a] || a - b);
-
-  let cumulative = 0;
-  for (let j = 0; j < ordered.length; j++) {
-    cumulative += weights[ordered[j]] / total;
-    if (cumulative >= topP - TOP_P_SLACK) return ordered.slice(0, j + 1);
+  const sorted = (tokens: number[]) => (logits instanceof Float32Array ? sortedByValue(logits, tokens) : tokens.sort((a, b) => logits[b] - logits[a] || a - b));
+  const walk = (ordered: number[]): number[] | null => {
+    let cumulative = 0;
+    for (let j = 0; j < ordered.length; j++) {
+      cumulative += weights[ordered[j]] / total;
+      if (cumulative >= topP - TOP_P_SLACK) return ordered.slice(0, j + 1);
+    }
+    return null;
+  };
+  // Fewer still: the tokens of weight >= t are a prefix of the logit order (a weight never falls as its
+  // logit rises; equal logits have equal weights), so when walking that prefix reaches top_p, it finds the
+  // same tokens with the same sums as walking every token above the floor. t starts at the power of two
+  // where the weights' mass, bucketed by binary exponent from the top, reaches top_p (one pass); it halves
+  // while the walk falls short. t only decides how much is sorted, never the result.
+  for (let t = nucleusThreshold(weights, candidates, topP * total); t > floor && t > 2 ** -60; t /= 2) {
+    const prefix: number[] = [];
+    if (candidates) {
+      for (const token of candidates) if (weights[token] >= t) prefix.push(token);
+    } else for (let i = 0; i < weights.length; i++) if (weights[i] >= t) prefix.push(i);
+    const found = walk(sorted(prefix));
+    if (found) return found;
   }
-  return ordered;
+  const ordered: number[] = [];
+  if (candidates) {
+    for (const token of candidates) if (weights[token] > 0 && weights[token] >= floor) ordered.push(token);
+  } else for (let i = 0; i < weights.length; i++) if (weights[i] > 0 && weights[i] >= floor) ordered.push(i);
+  // Every token here has weight > 0, so a finite logit: the difference is never NaN.
+  return walk(sorted(ordered)) ?? ordered;
+}
+
+/** The lower power-of-two bound of the binary-exponent bucket (weights in (0, 1]) where the mass counted from the top reaches `mass`. */
+function nucleusThreshold(weights: Float64Array, candidates: number[] | null, mass: number): number {
+  const buckets = new Float64Array(64);
+  // floor(-log2(w)) for w in (0, 1], from the float64 exponent bits; weights below 2^-63 share the last bucket.
+  const high = new Uint32Array(weights.buffer, weights.byteOffset, weights.length * 2);
+  const add = (i: number) => {
+    const w = weights[i];
+    if (w > 0) buckets[Math.min(63, 1023 - ((high[2 * i + 1] >>> 20) & 0x7ff))] += w;
+  };
+  if (candidates) for (const token of candidates) add(token);
+  else for (let i = 0; i < weights.length; i++) add(i);
+  let cumulative = 0;
+  for (let b = 0; b < 64; b++) {
+    cumulative += buckets[b];
+    if (cumulative >= mass) return 2 ** -(b + 1);
+  }
+  return 2 ** -64;
 }
 
 /** Index of the largest value, the lowest index on ties (the greedy token). Throws on NaN or empty input. */
@@ -203,6 +272,53 @@ export function truncateToSparse(dist: Float64Array, maxEntries: number): Array<
   if (ranked.length === 0) throw new RangeError('truncateToSparse: the distribution has no positive entry');
   const total = ranked.reduce((sum, token) => sum + dist[token], 0);
   return ranked.map((token) => [token, dist[token] / total]);
+}
+
+/**
+ * `truncateToSparse(processLogits(logits, params), maxEntries)`, bit for bit
+ * (the same weights, sums in the same order, the same ranking), without the
+ * dense probability vector and its second pass: the draft's per-token work
+ * (BENCHMARKS.md: Draft speed and vocabulary trimming). `scratch`, when at
+ * least as long as `logits`, holds the weights instead of a new array.
+ */
+export function sparseFromLogits(logits: Float32Array | Float64Array, params: SamplingParams, maxEntries: number, scratch?: Float64Array): Array<[number, number]> {
+  assertParams(params);
+  const vocab = logits.length;
+  if (vocab === 0) throw new RangeError('processLogits needs at least one logit');
+  if (!Number.isInteger(maxEntries) || maxEntries < 1) throw new RangeError(`maxEntries must be a positive integer, got ${maxEntries}`);
+  let max = -Infinity;
+  for (let i = 0; i < vocab; i++) {
+    const logit = logits[i];
+    if (Number.isNaN(logit) || logit === Infinity) throw new RangeError(`logit ${i} is ${logit}`);
+    if (logit > max) max = logit;
+  }
+  if (max === -Infinity) throw new RangeError('every logit is -Infinity');
+  const weights = scratch && scratch.length >= vocab ? scratch.subarray(0, vocab) : new Float64Array(vocab);
+  for (let i = 0; i < vocab; i++) weights[i] = Math.exp((logits[i] - max) / params.temperature);
+  const topK = params.top_k > 0 && params.top_k < vocab ? params.top_k : vocab;
+  let kept: number[] | null = topK < vocab ? rankedIndices(logits, topK) : null;
+  if (params.top_p < 1) kept = nucleus(logits, weights, kept, params.top_p);
+
+  let tokens: ArrayLike<number>;
+  let probs: Float64Array;
+  if (kept === null) {
+    let total = 0;
+    for (let i = 0; i < vocab; i++) total += weights[i];
+    for (let i = 0; i < vocab; i++) weights[i] = weights[i] / total;
+    probs = weights;
+    tokens = { length: 0 };
+  } else {
+    let total = 0;
+    for (const token of kept) total += weights[token];
+    // Ascending ids: ranking positions in this compact list breaks ties by lower token id, as over the dense vector.
+    tokens = Int32Array.from(kept).sort();
+    probs = new Float64Array(tokens.length);
+    for (let j = 0; j < tokens.length; j++) probs[j] = weights[tokens[j]] / total;
+  }
+  const ranked = rankedIndices(probs, maxEntries).filter((j) => probs[j] > 0);
+  if (ranked.length === 0) throw new RangeError('truncateToSparse: the distribution has no positive entry');
+  const total = ranked.reduce((sum, j) => sum + probs[j], 0);
+  return ranked.map((j) => [kept === null ? j : tokens[j], probs[j] / total]);
 }
 
 /** Throws unless q is [token, prob] pairs of distinct in-vocabulary tokens with probabilities summing to 1. */
