@@ -1,5 +1,5 @@
 import type { MiddlewareHandler } from 'hono';
-import { bearerToken, secretsEqual } from '../functions/auth/api-key';
+import { bearerToken, secretsEqual } from '../shared/bearer';
 import { ApiError } from '../shared/errors';
 import { Registry } from '../shared/metrics';
 import type { KeyRing } from '../shared/origin-auth';

@@ -1,6 +1,6 @@
 import type { MiddlewareHandler } from 'hono';
 import { ApiError } from '../../shared/errors';
-import { bearerToken, secretsEqual } from '../auth/api-key';
+import { bearerToken, secretsEqual } from '../../shared/bearer';
 import type { EdgeEnv } from '../context';
 
 /**

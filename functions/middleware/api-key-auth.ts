@@ -1,6 +1,6 @@
 import type { MiddlewareHandler } from 'hono';
 import { ApiError } from '../../shared/errors';
-import { bearerToken } from '../auth/api-key';
+import { bearerToken } from '../../shared/bearer';
 import { cacheSaltFor, TenantStore, type Caller } from '../auth/tenants';
 import type { EdgeEnv } from '../context';
 

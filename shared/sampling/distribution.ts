@@ -110,15 +110,7 @@ const INDEX_SPAN = 2 ** 20;
 export function processLogits(logits: Float32Array | Float64Array, params: SamplingParams): Float64Array {
   assertParams(params);
   const vocab = logits.length;
-  if (vocab === 0) throw new RangeError('processLogits needs at least one logit');
-
-  let max = -Infinity;
-  for (let i = 0; i < vocab; i++) {
-    const logit = logits[i];
-    if (Number.isNaN(logit) || logit === Infinity) throw new RangeError(`logit ${i} is ${logit}`);
-    if (logit > max) max = logit;
-  }
-  if (max === -Infinity) throw new RangeError('every logit is -Infinity');
+  const max = checkedMaxLogit(logits);
   // Softmax weights exp((logit − max) / T), the shift applied BEFORE dividing by T. Mathematically the same
   // as exp(logit/T − max/T), but logit/T overflows to ±Infinity for a tiny T or a huge logit (1e38 / 0.5,
   // or any nonzero logit / 5e-324) and Infinity − Infinity is NaN. This way the argmax set always gets
@@ -284,15 +276,8 @@ export function truncateToSparse(dist: Float64Array, maxEntries: number): Array<
 export function sparseFromLogits(logits: Float32Array | Float64Array, params: SamplingParams, maxEntries: number, scratch?: Float64Array): Array<[number, number]> {
   assertParams(params);
   const vocab = logits.length;
-  if (vocab === 0) throw new RangeError('processLogits needs at least one logit');
   if (!Number.isInteger(maxEntries) || maxEntries < 1) throw new RangeError(`maxEntries must be a positive integer, got ${maxEntries}`);
-  let max = -Infinity;
-  for (let i = 0; i < vocab; i++) {
-    const logit = logits[i];
-    if (Number.isNaN(logit) || logit === Infinity) throw new RangeError(`logit ${i} is ${logit}`);
-    if (logit > max) max = logit;
-  }
-  if (max === -Infinity) throw new RangeError('every logit is -Infinity');
+  const max = checkedMaxLogit(logits);
   const weights = scratch && scratch.length >= vocab ? scratch.subarray(0, vocab) : new Float64Array(vocab);
   for (let i = 0; i < vocab; i++) weights[i] = Math.exp((logits[i] - max) / params.temperature);
   const topK = params.top_k > 0 && params.top_k < vocab ? params.top_k : vocab;
@@ -341,4 +326,17 @@ export function sparseToDense(q: Array<[number, number]>, vocab: number): Float6
   const dense = new Float64Array(vocab);
   for (const [token, prob] of q) dense[token] = prob;
   return dense;
+}
+
+/** The largest logit, after checking every one: -Infinity is a masked token, NaN or +Infinity a model bug (throws). */
+function checkedMaxLogit(logits: Float32Array | Float64Array): number {
+  if (logits.length === 0) throw new RangeError('processLogits needs at least one logit');
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) {
+    const logit = logits[i];
+    if (Number.isNaN(logit) || logit === Infinity) throw new RangeError(`logit ${i} is ${logit}`);
+    if (logit > max) max = logit;
+  }
+  if (max === -Infinity) throw new RangeError('every logit is -Infinity');
+  return max;
 }
