@@ -12,7 +12,7 @@ import { readWranglerConfig } from './wrangler-config';
  * Model folders into the MODELS R2 bucket, one implementation for every path:
  *
  *   - `npm run models:upload -- [--local | --remote] [--env E] [--persist-to DIR] [dirs...]`
- *     (default: models/edgespec-draft into the local bucket `npm start` reads);
+ *     (default: models/edgespec-draft-trimmed, wrangler.toml's DRAFT_MODEL, into the local bucket `npm start` reads);
  *     every file is checked against the folder's SHA256SUMS first, and a
  *     mismatch refuses the whole folder before anything is uploaded;
  *   - `npm run deploy` (scripts/deploy.ts) calls `uploadModels` with remote: true;
@@ -277,7 +277,7 @@ async function main() {
     },
   });
   if (values.help) {
-    console.log('npm run models:upload -- [--local | --remote] [--env NAME] [--persist-to DIR] [model dirs...]\n  default: models/edgespec-draft into local R2 (.wrangler/state); --remote: the production MODELS bucket');
+    console.log('npm run models:upload -- [--local | --remote] [--env NAME] [--persist-to DIR] [model dirs...]\n  default: models/edgespec-draft-trimmed (the default DRAFT_MODEL) into local R2 (.wrangler/state); --remote: the production MODELS bucket');
     return;
   }
   if (values.local && values.remote) throw new Error('--local or --remote, not both');
@@ -288,7 +288,7 @@ async function main() {
     remote,
     env: values.env,
     persistTo: values['persist-to'],
-    modelDirs: positionals.length ? positionals : ['models/edgespec-draft'],
+    modelDirs: positionals.length ? positionals : ['models/edgespec-draft-trimmed'],
     log: (line) => console.log(`[models] ${line}`),
   });
   for (const r of results) console.log(`[models] ${r.folder}: ${r.uploaded} uploaded (${MB(r.bytes)}), ${r.skipped} skipped, in ${((Date.now() - started) / 1000).toFixed(1)} s`);

@@ -15,7 +15,7 @@ const { values } = parseArgs({
     port: { type: 'string', default: process.env.PORT ?? '8787' },
     'origin-port': { type: 'string', default: process.env.ORIGIN_PORT ?? '8788' },
     target: { type: 'string', default: 'models/edgespec-target' },
-    draft: { type: 'string', default: 'models/edgespec-draft' },
+    draft: { type: 'string', default: 'models/edgespec-draft-trimmed' },
   },
 });
 

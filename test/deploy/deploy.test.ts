@@ -41,7 +41,7 @@ describe('deploy configuration check', () => {
     expect(check.problems[0]).toMatch(/ORIGIN_URL = https:\/\/origin\.example\) is the placeholder/);
     expect(check.problems[1]).toMatch(/database_id of DB is the placeholder: run `npx wrangler d1 create edgespec`/);
     expect(check.workerName).toBe('edgespec-production');
-    expect(check.draftModel).toBe('edgespec-draft');
+    expect(check.draftModel).toBe('edgespec-draft-trimmed');
   });
 
   it('accepts a filled-in production environment and says which secrets it needs', async () => {
@@ -87,7 +87,7 @@ describe('npm run deploy -- --dry-run', () => {
     expect(out).toContain('dry run ok');
     expect(code).toBe(0);
     expect(out).toMatch(/would check: `wrangler secret list --env production` lists ADMIN_SECRET, WEBHOOK_SECRETS_KEY, ORIGIN_SECRET/);
-    expect(out).toMatch(/models\/edgespec-draft: 5 files match SHA256SUMS/);
+    expect(out).toMatch(/models\/edgespec-draft-trimmed: 6 files match SHA256SUMS/);
     expect(out).toMatch(/no \/internal\/ routes/);
     expect(out).toMatch(/npx wrangler d1 migrations apply DB --remote --env production/);
   });
