@@ -43,6 +43,9 @@ const variants: Variant[] = [
   { mode: 'path-block', plan: { mode: 'lockstep', method: 'block', draftLength: K, depth: 1, minConfidence: 0 } },
   { mode: `tree-token (${ALTERNATIVES} alt.)`, plan: { mode: 'lockstep', method: 'token', draftLength: K, depth: 1, minConfidence: 0, branches: ALTERNATIVES } },
   { mode: `tree-block (${ALTERNATIVES} alt.)`, plan: { mode: 'lockstep', method: 'block', draftLength: K, depth: 1, minConfidence: 0, branches: ALTERNATIVES } },
+  // The alternatives continued by the draft to the path's depth (speculation.branch_length = k).
+  { mode: `tree-token (${ALTERNATIVES} alt. continued)`, plan: { mode: 'lockstep', method: 'token', draftLength: K, depth: 1, minConfidence: 0, branches: ALTERNATIVES, branchLength: K } },
+  { mode: `tree-block (${ALTERNATIVES} alt. continued)`, plan: { mode: 'lockstep', method: 'block', draftLength: K, depth: 1, minConfidence: 0, branches: ALTERNATIVES, branchLength: K } },
 ];
 
 interface Tally {

@@ -61,8 +61,8 @@ export const draftTokenSchema = z
     if (!own || !(own[1] > 0)) ctx.addIssue({ code: 'custom', path: ['q'], message: `the drafted token ${draft.token} must have positive probability under its own q` });
   });
 
-/** The most alternative nodes a draft tree may add to the draft path (each costs the target a row of at most k tokens). */
-export const MAX_DRAFT_BRANCHES = 16;
+/** The most nodes a draft tree may add beside the draft path (alternatives and their continuations; each row costs the target at most k tokens). */
+export const MAX_DRAFT_BRANCHES = 48;
 
 /**
  * An alternative drafted token: a draft tree is the `draft` path (node i's parent is node i − 1) plus these

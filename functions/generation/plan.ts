@@ -12,6 +12,7 @@ export interface SpeculationRequest {
   depth?: number;
   min_confidence?: number;
   branches?: number;
+  branch_length?: number;
   placement?: 'auto' | 'edge' | 'origin';
   proposer?: ProposerKind;
 }
@@ -41,6 +42,7 @@ export function speculationPlan(spec: SpeculationRequest = {}, config: EdgeConfi
     minConfidence: spec.min_confidence ?? (mode === 'adaptive' ? config.draftMinConfidence : 0),
     placement: spec.placement ?? config.speculationPlacement,
     branches: spec.branches ?? 0,
+    branchLength: spec.branch_length ?? 1,
     // The origin drafts with its hybrid, or with the draft model alone when the request asked for that one.
     originProposer: (spec.proposer ?? config.defaultProposer) === 'draft-model' ? 'draft-model' : 'hybrid',
   };

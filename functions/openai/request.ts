@@ -31,6 +31,8 @@ export const speculationSchema = z
     depth: z.number().int().min(1).max(8).optional(),
     /** Multi-path drafts: up to this many alternative tokens beside the draft model's path, where it was least sure, scored in the same target pass (0 = one path). */
     branches: z.number().int().min(0).max(8).optional(),
+    /** Multi-path drafts: each alternative continued by the draft to this many tokens (at most the path's depth; 1 = the alternative alone). */
+    branch_length: z.number().int().min(1).max(16).optional(),
     /** Early stop when the draft's top probability falls below this (0 = off). */
     min_confidence: z.number().min(0).max(1).optional(),
     /** How drafts are made: the draft model, n-gram lookup in the context, suffix matching over the context and the tenant's recent outputs, or per round the best of them. */

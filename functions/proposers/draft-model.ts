@@ -1,6 +1,6 @@
 import type { CausalLM, KvCache } from '../../shared/model';
 import { logitsRow, truncateKvCache } from '../../shared/model';
-import { argmax, isGreedy, roundRng, sampleFrom, sparseFromLogits, type DraftToken } from '../../shared/sampling';
+import { argmax, branchRng, isGreedy, roundRng, sampleFrom, sparseFromLogits, type DraftToken } from '../../shared/sampling';
 import type { WireSampling } from '../../shared/protocol';
 import { yieldToIo, type DraftConfidence, type ProposeOptions, type Proposer } from './types';
 
@@ -81,6 +81,30 @@ export class DraftModelProposer implements Proposer {
       pending = [proposal.token];
     }
     return draft;
+  }
+
+  async extendBranch(context: readonly number[], prefix: readonly number[], steps: number, sampling: WireSampling, row: number): Promise<DraftToken[]> {
+    // The cache holds the proposal's path up to its last token; a branch leaves it before `prefix`'s last token.
+    const held = context.length + prefix.length - 1;
+    for (let i = 0; i < held; i++) {
+      const want = i < context.length ? context[i] : prefix[i - context.length];
+      if (this.cachedTokens[i] !== want) throw new Error(`extendBranch: the draft does not hold the path this branch leaves (position ${i})`);
+    }
+    // Forward passes return new KV; truncating to a prefix copies nothing the proposer's own cache still needs.
+    let cache = truncateKvCache(this.cache, held);
+    const rng = branchRng(sampling.seed, sampling.offset, row);
+    const room = this.lm.config.maxPositions - held - 1;
+    const branch: DraftToken[] = [];
+    let token = prefix[prefix.length - 1];
+    for (let s = 0; s < Math.min(steps, room); s++) {
+      const result = await this.lm.forward([token], cache);
+      cache = result.cache;
+      // The drafted position's index within the round: the branch's first token sat at prefix.length − 1.
+      const [proposal] = this.pick(logitsRow(result, 0, this.lm.logitsWidth), sampling, rng.uniform(sampling.offset + prefix.length + s, 'draft'));
+      branch.push(proposal);
+      token = proposal.token;
+    }
+    return branch;
   }
 
   async syncKv(context: readonly number[]): Promise<void> {

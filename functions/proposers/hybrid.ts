@@ -45,6 +45,7 @@ export class HybridProposer implements Proposer {
   private readonly record = new Map<string, { accepted: number; drafted: number; rounds: number }>();
   draftKv?: Proposer['draftKv'];
   syncKv?: Proposer['syncKv'];
+  extendBranch?: Proposer['extendBranch'];
 
   constructor(
     private readonly members: HybridMember[],
@@ -53,6 +54,8 @@ export class HybridProposer implements Proposer {
     this.lastSource = fallback.name;
     if (fallback.draftKv) this.draftKv = () => fallback.draftKv!();
     if (fallback.syncKv) this.syncKv = (context) => fallback.syncKv!(context);
+    // Branches leave a draft-model proposal (the loop branches only those), so the fallback continues them.
+    if (fallback.extendBranch) this.extendBranch = (...args) => fallback.extendBranch!(...args);
   }
 
   async propose(context: readonly number[], maxTokens: number, sampling: WireSampling, options: ProposeOptions = {}): Promise<DraftToken[]> {

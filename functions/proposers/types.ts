@@ -24,6 +24,13 @@ export interface Proposer {
    * target's correction from it: functions/speculation/branch-ahead.ts). Absent for a match.
    */
   readonly lastConfidence?: readonly DraftConfidence[];
+  /**
+   * Proposers that run a model, right after a `propose` for `context`: continue a branch that leaves
+   * that proposal (`prefix`: its tokens before the branch point, then the branch's own first token)
+   * by up to `steps` tokens, drawing with row `row`'s generator (multi-path drafts:
+   * functions/speculation/draft-tree.ts). The proposer's own state is left as it was.
+   */
+  extendBranch?(context: readonly number[], prefix: readonly number[], steps: number, sampling: WireSampling, row: number): Promise<DraftToken[]>;
   /** The verdict on one of its proposals, in the order they were verified (a hybrid adapts to it). */
   observe?(outcome: ProposalOutcome): void;
   /** Proposers that run a model: the KV they hold now (positions of `tokens`), for the prefix cache to store. */

@@ -1,6 +1,6 @@
 import { branchRng, sampleFrom, sparseToDense, withoutTokens, type DraftToken } from '../../shared/sampling';
 import type { WireSampling } from '../../shared/protocol';
-import type { DraftConfidence } from '../proposers/types';
+import type { DraftConfidence, Proposer } from '../proposers/types';
 
 /** An alternative beside the draft path: node `draft.length + j` of the tree, hanging from `parent` (-1 = the context). */
 export interface DraftAlternative extends DraftToken {
@@ -29,6 +29,41 @@ export function draftAlternatives(draft: readonly DraftToken[], sampling: WireSa
   if (count <= 0 || draft.length === 0) return [];
   const sampled = draft.every((d) => d.q);
   return sampled ? sampledAlternatives(draft, sampling, count) : greedyAlternatives(draft, count, confidence);
+}
+
+/**
+ * Continue each alternative along its own row, so a round that takes it can
+ * keep accepting after it (branches up to `branchLength` tokens, at most as deep
+ * as the path): the proposer drafts each continuation from the branch's own
+ * context with its row's draws (`Proposer.extendBranch`). A continuation node
+ * is its parent's first child, so it stays on the alternative's row. Returns
+ * the alternatives followed by every continuation node, numbered after them,
+ * within `maxNodes` in all.
+ */
+export async function extendAlternatives(
+  proposer: Pick<Proposer, 'extendBranch'>,
+  context: readonly number[],
+  draft: readonly DraftToken[],
+  alternatives: readonly DraftAlternative[],
+  branchLength: number,
+  sampling: WireSampling,
+  maxNodes: number,
+): Promise<DraftAlternative[]> {
+  const nodes: DraftAlternative[] = [...alternatives];
+  if (!proposer.extendBranch || branchLength <= 1) return nodes;
+  for (const [j, alternative] of alternatives.entries()) {
+    const depth = alternative.parent + 1;
+    const steps = Math.min(branchLength - 1, draft.length - 1 - depth, maxNodes - nodes.length);
+    if (steps <= 0) continue;
+    const prefix = [...draft.slice(0, depth).map((d) => d.token), alternative.token];
+    const continuation = await proposer.extendBranch(context, prefix, steps, sampling, j + 1);
+    let parent = draft.length + j;
+    for (const node of continuation) {
+      nodes.push({ ...node, parent });
+      parent = draft.length + nodes.length - 1;
+    }
+  }
+  return nodes;
 }
 
 function sampledAlternatives(draft: readonly DraftToken[], sampling: WireSampling, count: number): DraftAlternative[] {

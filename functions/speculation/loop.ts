@@ -1,5 +1,5 @@
 import { ApiError } from '../../shared/errors';
-import type { OriginSpeculation, VerifyResponse, WireSampling } from '../../shared/protocol';
+import { MAX_DRAFT_BRANCHES, type OriginSpeculation, type VerifyResponse, type WireSampling } from '../../shared/protocol';
 import { isGreedy, type DraftToken } from '../../shared/sampling';
 import type { OriginClient } from '../upstream/client';
 import type { Proposer } from '../proposers';
@@ -10,7 +10,7 @@ import { DelayAdaptiveController, isolateLink, type LinkEstimator } from './cont
 import { choosePlacement } from './placement';
 import type { GenerationRecord } from './record';
 import type { SpeculationStats } from './stats';
-import { draftAlternatives } from './draft-tree';
+import { draftAlternatives, extendAlternatives } from './draft-tree';
 
 export interface GenerationInput {
   prompt: readonly number[];
@@ -71,6 +71,8 @@ export interface SpeculationPlan {
    * one tree (./draft-tree.ts); lockstep-like rounds only (depth 1). 0 or absent = one path.
    */
   branches?: number;
+  /** Multi-path drafts: tokens per alternative, continued by the draft on its own row (./draft-tree.ts); default 1. */
+  branchLength?: number;
   /** Default 'edge'. */
   placement?: PlacementRequest;
   /**
@@ -239,7 +241,8 @@ async function* speculate(
         const source = hit ? hit.source : (proposer.lastSource ?? proposer.name);
         const confidence = hit ? hit.confidence : proposer.lastConfidence;
         // Alternatives only beside a model's path: a match has no distribution to branch from.
-        const alternatives = treeWidth > 0 && source === DRAFT_MODEL ? draftAlternatives(draft, sampling, treeWidth, confidence) : [];
+        const firstTokens = treeWidth > 0 && source === DRAFT_MODEL ? draftAlternatives(draft, sampling, treeWidth, confidence) : [];
+        const alternatives = firstTokens.length ? await extendAlternatives(proposer, context, draft, firstTokens, plan.branchLength ?? 1, sampling, MAX_DRAFT_BRANCHES) : firstTokens;
         const sentAt = now();
         signal?.throwIfAborted();
         const discard = new AbortController();

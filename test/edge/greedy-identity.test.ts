@@ -19,6 +19,7 @@ const cases: Array<{ name: string; speculation: Record<string, unknown> }> = [
   { name: 'lockstep k = 4, block verification', speculation: { mode: 'lockstep', draft_length: 4, method: 'block' } },
   // Multi-path drafts: each round a tree (the path and the draft's runner-ups where it was least sure), over the session.
   { name: 'lockstep k = 4, 3 alternatives (multi-path drafts)', speculation: { mode: 'lockstep', draft_length: 4, branches: 3 } },
+  { name: 'lockstep k = 4, 3 alternatives continued by the draft, block verification', speculation: { mode: 'lockstep', draft_length: 4, branches: 3, branch_length: 4, method: 'block' } },
   { name: 'pipelined k = 3, depth 2', speculation: { mode: 'pipelined', draft_length: 3, depth: 2 } },
   { name: 'pipelined k = 1, depth 4', speculation: { mode: 'pipelined', draft_length: 1, depth: 4 } },
   { name: 'adaptive (may hand over to the origin mid-generation)', speculation: { mode: 'adaptive', draft_length: 8 } },

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { draftAlternatives } from '../../functions/speculation/draft-tree';
+import { draftAlternatives, extendAlternatives } from '../../functions/speculation/draft-tree';
 import { draftTreeProblem, verifyReplyProblem, verifyRequestSchema } from '../../shared/protocol';
 import { treeShape, type DraftToken } from '../../shared/sampling';
 
@@ -62,6 +62,45 @@ describe('draftAlternatives', () => {
     // Without the draft's confidence there is nothing to branch from.
     expect(draftAlternatives(path, { ...sampling, temperature: 0 }, 2)).toEqual([]);
     expect(draftAlternatives(path, sampling, 0, confidence)).toEqual([]);
+  });
+});
+
+describe('extendAlternatives', () => {
+  const path: DraftToken[] = [{ token: 3 }, { token: 4 }, { token: 5 }, { token: 6 }];
+  const alternatives = [
+    { token: 10, parent: -1 },
+    { token: 11, parent: 1 },
+    { token: 12, parent: 2 },
+  ];
+  // Continues every branch with tokens naming its row and depth, and records what it was asked.
+  const asked: Array<{ prefix: number[]; steps: number; row: number }> = [];
+  const proposer = {
+    async extendBranch(_context: readonly number[], prefix: readonly number[], steps: number, _sampling: unknown, row: number) {
+      asked.push({ prefix: [...prefix], steps, row });
+      return Array.from({ length: steps }, (_, s) => ({ token: 100 * row + prefix.length + s }));
+    },
+  };
+
+  it('continues each alternative on its own row to the path’s depth, within the node budget', async () => {
+    const nodes = await extendAlternatives(proposer, [1, 2], path, alternatives, 4, sampling, 48);
+    expect(asked).toEqual([
+      { prefix: [10], steps: 3, row: 1 },
+      { prefix: [3, 4, 11], steps: 1, row: 2 },
+    ]);
+    // The alternative at the last position has no room left (the path is 4 deep).
+    const tree = [...path.map((d, i) => ({ ...d, parent: i - 1 })), ...nodes];
+    expect(draftTreeProblem(path.length, nodes)).toBeNull();
+    const shape = treeShape(tree);
+    // Continuations stay on their alternative's row: rows 1, 2, 3 for the alternatives, and 1, 1, 1, 2 after them.
+    expect(shape.row.slice(path.length)).toEqual([1, 2, 3, 1, 1, 1, 2]);
+    expect(shape.depth.slice(path.length)).toEqual([0, 2, 3, 1, 2, 3, 3]);
+    expect(nodes.map((n) => n.token)).toEqual([10, 11, 12, 101, 102, 103, 203]);
+  });
+
+  it('stops at the node budget and leaves one-token alternatives alone', async () => {
+    asked.length = 0;
+    expect(await extendAlternatives(proposer, [1, 2], path, alternatives, 4, sampling, 4)).toHaveLength(4);
+    expect(await extendAlternatives(proposer, [1, 2], path, alternatives, 1, sampling, 48)).toEqual(alternatives);
   });
 });
 

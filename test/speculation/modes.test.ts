@@ -66,8 +66,8 @@ describe('greedy output is identical to target-only decoding in every mode', () 
     let taken = 0;
     for (const prompt of prompts) {
       const reference = await run(prompt, 40, greedy, plan('origin', { draftLength: 0 }));
-      for (const method of ['token', 'block'] as const) {
-        const tree = await run(prompt, 40, greedy, plan('lockstep', { draftLength: 4, branches: 3, method }));
+      for (const [method, branchLength] of [['token', 1], ['block', 1], ['block', 4]] as const) {
+        const tree = await run(prompt, 40, greedy, plan('lockstep', { draftLength: 4, branches: 3, method, branchLength }));
         expect(tree.tokens).toEqual(reference.tokens);
         trees += tree.stats.tree.rounds;
         taken += tree.stats.tree.branchTaken;
@@ -131,6 +131,8 @@ describe('sampled output has the target-only distribution in every mode', () => 
     // Trees: the draft path plus alternatives where the draft was least sure, scored in one round.
     ['multi-path k=2, 3 alternatives, recursive rejection sampling', plan('lockstep', { draftLength: 2, branches: 3 })],
     ['multi-path k=2, 3 alternatives, multi-path block verification', plan('lockstep', { draftLength: 2, branches: 3, method: 'block' })],
+    // Alternatives continued by the draft on their own rows: a round can accept past an alternative.
+    ['multi-path k=2, 3 alternatives continued to 2 tokens, multi-path block verification', plan('lockstep', { draftLength: 2, branches: 3, branchLength: 2, method: 'block' })],
     ['pipelined k=1 depth 2', plan('pipelined', { draftLength: 1, depth: 2 })],
     ['adaptive, hand-over after one round', plan('adaptive', { draftLength: 1 }), () => handoverAfter(1)],
     // The switch between placements: edge drafting for one round, then speculation at the origin from offset 1 or 2.
