@@ -5,6 +5,7 @@ import {
   roundDecisions,
   tokenLogprob,
   treePaths,
+  treeShape,
   verifyTreeBlock,
   verifyTreeGreedy,
   verifyTreeTokenLevel,
@@ -12,7 +13,8 @@ import {
 } from '../shared/sampling';
 import { draftTreeProblem, type VerifyRequest } from '../shared/protocol';
 import { ApiError } from '../shared/errors';
-import { checkTokens, type ForwardTarget, type VerifyResult } from './verify';
+import { logitsRow } from '../shared/model';
+import { checkDraft, type ForwardTarget, type VerifyResult } from './verify';
 
 /**
  * One verify round over a draft tree (ARCHITECTURE.md: Multi-path drafts): the
@@ -29,15 +31,14 @@ export async function verifyDraftTree(target: ForwardTarget, request: VerifyRequ
   if (problem) throw new ApiError(400, problem, 'branches', 'invalid_draft_tree');
   const vocab = target.config.vocabSize;
   const nodes: DraftTreeNode[] = [...draft.map((d, i) => ({ ...d, parent: i - 1 })), ...branches];
-  checkTokens([...context, ...nodes.map((n) => n.token)], vocab, target.config.maxPositions);
-  const badQ = nodes.flatMap((n) => n.q ?? []).find(([id]) => id >= vocab);
-  if (badQ) throw new ApiError(400, `draft q entry token id ${badQ[0]} is outside the target vocabulary (${vocab})`, 'branches', 'invalid_token');
+  checkDraft([...context, ...nodes.map((n) => n.token)], nodes, target.config, 'branches');
 
   // Row r's tokens are its path from the root; the target is asked for the distributions after its own nodes
   // (row 0: after the context too), which is every distribution the tree rules read, each exactly once.
   const paths = treePaths(nodes);
   // A row lists its ancestors (nodes of earlier rows) first, then its own nodes.
-  const ownFrom = paths.map((path, r) => (r === 0 ? 0 : path.findIndex((node) => ownsRow(paths, r, node))));
+  const { row: rowOf } = treeShape(nodes);
+  const ownFrom = paths.map((path, r) => (r === 0 ? 0 : path.findIndex((node) => rowOf[node] === r)));
   const started = performance.now();
   const passes = await Promise.all(
     paths.map((path, r) => {
@@ -52,8 +53,7 @@ export async function verifyDraftTree(target: ForwardTarget, request: VerifyRequ
   /** rows[0]: logits after the context; rows[i + 1]: after node i. */
   const rows: Float32Array[] = new Array(nodes.length + 1);
   paths.forEach((path, r) => {
-    const pass = passes[r];
-    const at = (i: number) => pass.logits.subarray(i * vocab, (i + 1) * vocab);
+    const at = (i: number) => logitsRow(passes[r], i, vocab);
     if (r === 0) {
       rows[0] = at(0);
       path.forEach((node, i) => (rows[node + 1] = at(i + 1)));
@@ -79,9 +79,4 @@ export async function verifyDraftTree(target: ForwardTarget, request: VerifyRequ
     queueMs: passes[0].queueMs,
     batchSize: passes[0].batchSize,
   };
-}
-
-/** Whether `node` sits on row `r` (its own row), not on an earlier row it shares as an ancestor. */
-function ownsRow(paths: number[][], r: number, node: number): boolean {
-  return !paths.slice(0, r).some((path) => path.includes(node));
 }

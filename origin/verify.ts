@@ -31,10 +31,7 @@ export async function verifyDraft(target: ForwardTarget, request: VerifyRequest)
   const { context, draft, sampling } = request;
   const vocab = target.config.vocabSize;
   const tokens = [...context, ...draft.map((d) => d.token)];
-  checkTokens(tokens, vocab, target.config.maxPositions);
-  // The proposal's own entries too: an out-of-vocabulary id in q would index past the distribution.
-  const badQ = draft.flatMap((d) => d.q ?? []).find(([id]) => id >= vocab);
-  if (badQ) throw new ApiError(400, `draft q entry token id ${badQ[0]} is outside the target vocabulary (${vocab})`, 'draft', 'invalid_token');
+  checkDraft(tokens, draft, target.config, 'draft');
 
   const started = performance.now();
   const result = await target.logitsFrom(tokens, context.length - 1, request.cache_salt);
@@ -58,6 +55,13 @@ export async function verifyDraft(target: ForwardTarget, request: VerifyRequest)
   // Row i is the distribution the i-th emitted token was decided from (an accepted draft, then the correction or bonus).
   const logprobs = request.logprobs === undefined ? undefined : outcome.tokens.map((token, i) => tokenLogprob(row(i), token, request.logprobs!));
   return { accepted: outcome.acceptedCount, tokens: outcome.tokens, ...(logprobs ? { logprobs } : {}), forwardMs, cachedTokens: result.cachedTokens, queueMs: result.queueMs, batchSize: result.batchSize };
+}
+
+/** `checkTokens` for context + drafted tokens, and the proposals' own entries: an out-of-vocabulary id in q would index past the distribution. */
+export function checkDraft(tokens: readonly number[], drafted: ReadonlyArray<{ q?: Array<[number, number]> }>, config: { vocabSize: number; maxPositions: number }, param: string) {
+  checkTokens(tokens, config.vocabSize, config.maxPositions);
+  const badQ = drafted.flatMap((d) => d.q ?? []).find(([id]) => id >= config.vocabSize);
+  if (badQ) throw new ApiError(400, `draft q entry token id ${badQ[0]} is outside the target vocabulary (${config.vocabSize})`, param, 'invalid_token');
 }
 
 export function checkTokens(tokens: readonly number[], vocab: number, maxPositions: number) {

@@ -68,7 +68,9 @@ export async function extendAlternatives(
 
 function sampledAlternatives(draft: readonly DraftToken[], sampling: WireSampling, count: number): DraftAlternative[] {
   const drawn = draft.map((d) => [d.token]);
-  const covered = draft.map((d) => d.q!.find(([token]) => token === d.token)?.[1] ?? 0);
+  // q of each drafted token: what its position's drafts cover so far, and the stand-in for its acceptance.
+  const own = draft.map((d) => d.q!.find(([token]) => token === d.token)?.[1] ?? 0);
+  const covered = own.slice();
   const branches: DraftAlternative[] = [];
   for (let j = 0; j < count; j++) {
     // The position where a rejection is likeliest to be met: reached (every drafted token before it kept, with the
@@ -79,7 +81,7 @@ function sampledAlternatives(draft: readonly DraftToken[], sampling: WireSamplin
     for (let i = 0; i < draft.length; i++) {
       const gain = reach * (1 - covered[i]);
       if (draft[i].q!.length > drawn[i].length && gain > best) [at, best] = [i, gain];
-      reach *= draft[i].q!.find(([token]) => token === draft[i].token)![1];
+      reach *= own[i];
     }
     if (at < 0) break;
     const q = withoutTokens(draft[at].q!, drawn[at]);
